@@ -1,0 +1,30 @@
+# layerprune: `make book` builds the book, `make test` runs the tests. Both set everything up first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.layerprune-installed
+
+.PHONY: setup assets test lint clean-cache help
+
+help:
+	@echo "make setup  - create $(VENV), install the pinned stack, fetch and convert the embedded assets"
+	@echo "make test   - setup, then run the test suite"
+	@echo "make lint   - ruff over src, tests, bench and notebooks"
+
+setup: $(STAMP) assets
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BIN)/pip check
+	touch $@
+
+assets: $(STAMP)
+	$(BIN)/layerprune setup
+
+test: setup
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench notebooks

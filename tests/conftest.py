@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny models, the byte tokenizer, an isolated cache directory."""
+
+from __future__ import annotations
+
+import pytest
+
+from layerprune.tiny import byte_tokenizer
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return byte_tokenizer()
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """An empty LAYERPRUNE_CACHE for tests that must not touch the real cache."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv("LAYERPRUNE_CACHE", str(root))
+    return root
+
+
+@pytest.fixture
+def files_under():
+    """A function listing every file below a path, for checking that nothing partial was left behind."""
+
+    def listing(path) -> set[str]:
+        return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()
+
+    return listing
