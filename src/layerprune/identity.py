@@ -1,0 +1,31 @@
+"""A model's identity: a hash of its architecture, weights and prune/heal history, for cache keys."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from torch import nn
+
+
+def model_identity(model: nn.Module) -> str:
+    """A 16-hex-digit digest of the model's config and every tensor in its state dict (PeftModel included).
+
+    Two models with equal configs and bit-identical weights get the same identity; any changed weight,
+    removed layer or added adapter changes it.
+    """
+    digest = hashlib.blake2b(digest_size=8)
+    config = getattr(model, "config", None)
+    if config is not None:
+        settings = config.to_dict()
+        settings.pop("_name_or_path", None)
+        settings.pop("transformers_version", None)
+        digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        if not isinstance(tensor, torch.Tensor):
+            continue
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
+        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
