@@ -4,11 +4,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.layerprune-installed
 
-.PHONY: setup assets test lint clean-cache help
+.PHONY: setup assets test lint book help
+
+PROFILE ?= default
+MODEL   ?=
+BOOK_ARGS := --profile $(PROFILE) $(if $(MODEL),-p model $(MODEL))
 
 help:
 	@echo "make setup  - create $(VENV), install the pinned stack, fetch and convert the embedded assets"
 	@echo "make test   - setup, then run the test suite"
+	@echo "make book   - setup, execute the notebooks (PROFILE=default, MODEL=...), build _build/html"
 	@echo "make lint   - ruff over src, tests, bench and notebooks"
 
 setup: $(STAMP) assets
@@ -28,3 +33,6 @@ test: setup
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench notebooks
+
+book: setup
+	$(BIN)/layerprune book $(BOOK_ARGS)

@@ -18,6 +18,7 @@ from transformers import (
 from .adapters import adapter_for_model_type
 from .assets import EMBEDDED_MODELS, embedded_model_dir
 from .errors import InvalidInputError, ModelLoadError
+from .tiny import TINY_NAMES, TINY_PREFIX, tiny_model_dir
 
 Quantization = Literal["4bit", "8bit"] | None
 QUANTIZATIONS = ("4bit", "8bit")
@@ -58,6 +59,8 @@ def resolve_source(name_or_path: str | Path) -> str:
     text = str(name_or_path)
     if text in EMBEDDED_MODELS:
         return str(embedded_model_dir(text))
+    if text in TINY_NAMES:
+        return str(tiny_model_dir(text.removeprefix(TINY_PREFIX)))
     path = Path(text).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -103,7 +106,8 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, in eval mode.
 
-    `name_or_path` is an embedded name (e.g. ``"smollm2-135m"``), a local directory, or a hub id.
+    `name_or_path` is an embedded name (e.g. ``"smollm2-135m"``), a tiny random test model (``"tiny-llama"``),
+    a local directory, or a hub id.
     """
     target = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, target)
@@ -127,6 +131,6 @@ def _load_config(source: str, requested: str | Path):
     except (OSError, ValueError) as error:
         raise ModelLoadError(
             f"could not load model {str(requested)!r}: it is not an embedded model "
-            f"({', '.join(EMBEDDED_MODELS)}), not a local model directory, and the Hugging Face hub "
-            f"could not provide it ({type(error).__name__}: {str(error).splitlines()[0]})"
+            f"({', '.join(EMBEDDED_MODELS)}), not a tiny test model ({', '.join(TINY_NAMES)}), "
+            f"not a local model directory, and the Hugging Face hub could not provide it ({type(error).__name__}: {str(error).splitlines()[0]})"
         ) from error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import (
@@ -19,6 +21,7 @@ from transformers import (
 )
 from transformers.models.gemma3 import Gemma3TextConfig
 
+from .cache import atomic_dir, cache_path, file_lock
 from .errors import InvalidInputError
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -102,3 +105,22 @@ def tiny_model(family: str = "llama", num_layers: int = 6, hidden: int = 32, see
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family, num_layers, hidden), dtype=torch.float32)
     return model.eval()
+
+
+TINY_PREFIX = "tiny-"
+
+
+def tiny_model_dir(family: str, num_layers: int = 8, hidden: int = 64) -> Path:
+    """A saved tiny random model with the byte tokenizer, in the cache (loadable as ``"tiny-<family>"``)."""
+    if family not in TINY_FAMILIES:
+        raise InvalidInputError(f"no tiny model {TINY_PREFIX}{family}; available: {', '.join(TINY_NAMES)}")
+    target = cache_path("models", f"{TINY_PREFIX}{family}-{num_layers}x{hidden}")
+    with file_lock(target):
+        if not (target / "config.json").is_file():
+            with atomic_dir(target) as tmp:
+                tiny_model(family, num_layers, hidden).save_pretrained(tmp)
+                byte_tokenizer().save_pretrained(tmp)
+    return target
+
+
+TINY_NAMES = tuple(f"{TINY_PREFIX}{family}" for family in TINY_FAMILIES)

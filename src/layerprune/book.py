@@ -1,0 +1,158 @@
+"""Execute the chapter notebooks with papermill and render the book with Jupyter Book 1.x."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .cache import atomic_file
+from .errors import InvalidInputError
+
+PROFILES = ("smoke", "default", "paper")
+GENERATED = Path("book") / "generated"
+
+
+@dataclass
+class BookRun:
+    """What `run_book` did: chapters executed (with seconds each), whether the HTML was built, total seconds."""
+
+    executed: dict[str, float] = field(default_factory=dict)
+    html: Path | None = None
+    seconds: float = 0.0
+
+
+def chapters(root: Path) -> list[str]:
+    """The chapter notebooks' names, in order (``notebooks/NN_*.ipynb``)."""
+    return sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A named parameter profile shipped with the package: ``{"common": {...}, "chapters": {name: {...}}}``."""
+    if name not in PROFILES:
+        raise InvalidInputError(f"unknown book profile {name!r}; profiles: {', '.join(PROFILES)}")
+    text = resources.files("layerprune").joinpath("profiles", f"{name}.yaml").read_text()
+    return _normalise(yaml.safe_load(text), f"profile {name}")
+
+
+def load_parameter_file(path: str | Path) -> dict[str, Any]:
+    """A user's YAML parameters: either flat (``model: ...``) or ``{common: ..., chapters: ...}``."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise InvalidInputError(f"cannot read the parameter file {path}: {error}") from error
+    return _normalise(data or {}, str(path))
+
+
+def _normalise(data: Any, source: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{source} must hold a mapping of parameter names to values")
+    if set(data) <= {"common", "chapters"}:
+        return {"common": dict(data.get("common") or {}), "chapters": dict(data.get("chapters") or {})}
+    return {"common": data, "chapters": {}}
+
+
+def parse_overrides(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """``-p key value`` pairs, values parsed as YAML (so ``0.25`` is a float and ``[1, 2]`` a list)."""
+    return {key: yaml.safe_load(value) for key, value in pairs}
+
+
+def chapter_parameters(notebook: Path, layers: Sequence[Mapping[str, Any]], chapter: str) -> dict[str, Any]:
+    """The parameters for one notebook: later layers win; only names in its `parameters` cell are passed."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook))
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged |= layer.get("common", {})
+        merged |= layer.get("chapters", {}).get(chapter, {})
+    return {name: value for name, value in merged.items() if name in declared}
+
+
+def _check_known(root: Path, names: set[str]) -> None:
+    import papermill
+
+    known: set[str] = set()
+    for chapter in chapters(root):
+        known |= set(papermill.inspect_notebook(str(root / "notebooks" / f"{chapter}.ipynb")))
+    unknown = names - known
+    if unknown:
+        raise InvalidInputError(f"unknown book parameter(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+
+
+def run_book(
+    root: str | Path = ".",
+    *,
+    profile: str = "default",
+    parameter_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    only: Sequence[str] | None = None,
+    build: bool = True,
+) -> BookRun:
+    """Execute chapters into book/generated/ (atomically), then build the HTML book into _build/html."""
+    root = Path(root).resolve()
+    started = time.perf_counter()
+    user = load_parameter_file(parameter_file) if parameter_file else {"common": {}, "chapters": {}}
+    command_line = {"common": dict(overrides or {}), "chapters": {}}
+    _check_known(root, set(user["common"]) | set(command_line["common"]))
+    available = chapters(root)
+    selected = list(only) if only else available
+    missing = [c for c in selected if c not in available]
+    if missing:
+        raise InvalidInputError(f"unknown chapter(s) {missing}; chapters: {', '.join(available)}")
+    location = {"common": {"results_dir": str(root / "results" / profile)}, "chapters": {}}
+    layers = [load_profile(profile), location, user, command_line]
+    run = BookRun()
+    for chapter in selected:
+        notebook = root / "notebooks" / f"{chapter}.ipynb"
+        parameters = chapter_parameters(notebook, layers, chapter)
+        run.executed[chapter] = execute_chapter(notebook, root / GENERATED / f"{chapter}.ipynb", parameters, root)
+    if build:
+        absent = [c for c in available if not (root / GENERATED / f"{c}.ipynb").exists()]
+        if absent:
+            raise InvalidInputError(
+                f"cannot build the book: chapter(s) {absent} were never executed; run without --only"
+            )
+        run.html = build_html(root)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any], root: Path) -> float:
+    """Run one notebook with papermill; the executed copy replaces `output` only if every cell succeeded."""
+    import papermill
+
+    started = time.perf_counter()
+    print(f"[book] executing {notebook.name} with {dict(parameters)}", flush=True)
+    with atomic_file(output) as tmp:
+        papermill.execute_notebook(
+            str(notebook),
+            str(tmp),
+            parameters=dict(parameters),
+            kernel_name="python3",
+            cwd=str(root),
+            progress_bar=True,
+            language="python",
+        )
+    seconds = time.perf_counter() - started
+    print(f"[book] {notebook.name}: {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def build_html(root: Path, strict: bool = True) -> Path:
+    """Build the HTML book with Jupyter Book 1.x from the top-level _config.yml and _toc.yml."""
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--path-output", str(root)]
+    if strict:
+        command += ["-W", "-n", "--keep-going"]
+    print(f"[book] {' '.join(command)}", flush=True)
+    result = subprocess.run(command, cwd=root, check=False)
+    if result.returncode != 0:
+        raise InvalidInputError(f"the Jupyter Book build failed (exit {result.returncode}); see the log above")
+    return root / "_build" / "html"

@@ -1,0 +1,47 @@
+"""`layerprune book`: execute the chapter notebooks with papermill and build the HTML book."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import book
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("book", help="execute the notebooks into book/generated and build _build/html")
+    parser.add_argument("--root", default=".", help="the repository root (holds _config.yml, notebooks/, book/)")
+    parser.add_argument(
+        "--profile",
+        default="default",
+        choices=book.PROFILES,
+        help="parameter profile: smoke (tiny model), default (embedded model, CPU), paper (GPU)",
+    )
+    parser.add_argument("--parameters", metavar="YAML", help="a YAML file of parameters (flat, or common/chapters)")
+    parser.add_argument(
+        "-p",
+        "--parameter",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="set one parameter in every chapter that has it; VALUE is parsed as YAML",
+    )
+    parser.add_argument("--only", action="append", metavar="CHAPTER", help="execute only this chapter (repeatable)")
+    parser.add_argument("--no-build", action="store_true", help="execute the notebooks but do not build the HTML")
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> None:
+    run = book.run_book(
+        args.root,
+        profile=args.profile,
+        parameter_file=args.parameters,
+        overrides=book.parse_overrides(args.parameter),
+        only=args.only,
+        build=not args.no_build,
+    )
+    for chapter, seconds in run.executed.items():
+        print(f"{chapter}: {seconds:.1f} s")
+    if run.html:
+        print(f"book: {run.html / 'index.html'}")
+    print(f"total: {run.seconds:.1f} s")
