@@ -132,5 +132,6 @@ def _load_config(source: str, requested: str | Path):
         raise ModelLoadError(
             f"could not load model {str(requested)!r}: it is not an embedded model "
             f"({', '.join(EMBEDDED_MODELS)}), not a tiny test model ({', '.join(TINY_NAMES)}), "
-            f"not a local model directory, and the Hugging Face hub could not provide it ({type(error).__name__}: {str(error).splitlines()[0]})"
+            f"not a local model directory, and the Hugging Face hub could not provide it "
+            f"({type(error).__name__}: {str(error).splitlines()[0]})"
         ) from error
