@@ -45,7 +45,10 @@ def test_missing_tokenizer_pad_gets_eos(saved_tiny, tmp_path):
     assert loaded.pad_token == loaded.eos_token
 
 
-def test_bad_names_paths_and_options_are_clear_errors(saved_tiny, tmp_path):
+def test_bad_names_paths_and_options_are_clear_errors(saved_tiny, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # answer at once, not after retries
     with pytest.raises(ModelLoadError, match="does not exist"):
         load_model(tmp_path / "missing")
     with pytest.raises(ModelLoadError, match=r"no config\.json"):
