@@ -1,0 +1,150 @@
+"""Layer surgery: remove decoder layers so that the result is an ordinary model of the same class.
+
+The pruned model renumbers its layers 0..L'-1 (the KV cache is indexed by `layer_idx`), carries a config whose
+layer count and per-layer lists match, saves and reloads with `save_pretrained` / `from_pretrained`, and
+records what was removed in `config.layerprune`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping, Sequence
+from numbers import Integral
+from typing import Any
+
+from torch import nn
+
+from .adapters import get_adapter
+from .errors import InvalidInputError, UnsupportedArchitectureError
+
+# Config fields holding a layer-index boundary rather than one entry per layer (Qwen2: layers at or above it
+# use sliding-window attention); pruning moves the boundary to where those layers end up.
+_BOUNDARY_FIELDS = ("max_window_layers",)
+
+
+def prune(model: nn.Module, layers: Iterable[int], *, inplace: bool = False, strategy: str | None = None) -> nn.Module:
+    """The model without the decoder layers `layers` (indices in its current numbering).
+
+    A deep copy is pruned unless `inplace`. `strategy` (e.g. "similarity") is recorded in `config.layerprune`:
+    {"original_num_layers", "removed_layers" (original numbering), "strategy" (of the latest call), "steps"}.
+    Models carrying PEFT adapters are refused: prune the base model, then heal it.
+    """
+    _refuse_unsupported(model)
+    adapter = get_adapter(model)
+    count = len(adapter.decoder_layers(model))
+    removed = _check_layers(layers, count)
+    keep = [i for i in range(count) if i not in removed]
+    settings = _config_updates(model.config, keep, count, adapter.layer_fields)
+    settings["layerprune"] = _record(model.config, keep, removed, count, strategy)
+    target = model if inplace else copy.deepcopy(model)
+    _cut_layers(target, adapter.layers, keep)
+    for key, value in settings.items():
+        setattr(target.config, key, value)
+    return target
+
+
+def _refuse_unsupported(model: nn.Module) -> None:
+    if getattr(model, "peft_config", None):
+        raise InvalidInputError(
+            "the model carries PEFT adapters (e.g. a PeftModel): prune the base model before healing it, "
+            "or merge the adapters first (merge_and_unload())"
+        )
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "is_heterogeneous", False):
+        raise UnsupportedArchitectureError("models with a heterogeneous per_layer_config cannot be pruned")
+
+
+def _check_layers(layers: Iterable[int], count: int) -> set[int]:
+    """The set of layers to remove, after checking they are distinct, in range, and not all of them."""
+    if isinstance(layers, str | bytes | Mapping) or not isinstance(layers, Iterable):
+        raise InvalidInputError(f"layers must be a list of layer indices, got {layers!r}")
+    items = list(layers)
+    if not items:
+        raise InvalidInputError("layers is empty: name at least one layer to remove")
+    bad = [i for i in items if isinstance(i, bool) or not isinstance(i, Integral) or not 0 <= i < count]
+    if bad:
+        raise InvalidInputError(f"layer indices must be integers in 0..{count - 1}; got {bad}")
+    if len(set(items)) != len(items):
+        raise InvalidInputError(f"layers must not repeat, got {sorted(items)}")
+    if len(items) == count:
+        raise InvalidInputError(f"cannot remove all {count} layers; keep at least one")
+    return {int(i) for i in items}
+
+
+def _cut_layers(model: nn.Module, path: str, keep: list[int]) -> None:
+    """Replace the decoder-layer list by the kept layers and renumber every `layer_idx` below them."""
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path)
+    old = getattr(parent, name)
+    kept = nn.ModuleList(old[i] for i in keep)
+    for new_index, (old_index, layer) in enumerate(zip(keep, kept, strict=True)):
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                _fold_inverse_layer_scaling(module, old_index, new_index)
+                module.layer_idx = new_index
+    setattr(parent, name, kept)
+
+
+def _fold_inverse_layer_scaling(module: nn.Module, old: int, new: int) -> None:
+    """GPT-2 with scale_attn_by_inverse_layer_idx divides attention scores by layer_idx + 1, recomputed from the
+    renumbered index on reload: fold the change into the query weights so scores stay as they were."""
+    if not getattr(module, "scale_attn_by_inverse_layer_idx", False) or old == new:
+        return
+    conv = module.c_attn
+    if type(conv.weight) is not nn.Parameter:
+        raise UnsupportedArchitectureError(
+            "pruning a quantized GPT-2 with scale_attn_by_inverse_layer_idx is not supported; prune it unquantized"
+        )
+    factor = (new + 1) / (old + 1)
+    width = module.embed_dim
+    conv.weight.data[:, :width] *= factor
+    conv.bias.data[:width] *= factor
+    module.scaling *= (old + 1) / (new + 1)
+
+
+def _config_updates(config: Any, keep: list[int], count: int, fields: Sequence[str]) -> dict[str, Any]:
+    """The new layer count and every per-layer list cut to the kept layers: the adapter's `fields` and any other
+    list of length L (token-id lists aside); boundary fields move with the layers they count."""
+    settings = config.to_dict()
+    for key in fields:
+        value = settings.get(key)
+        if isinstance(value, list) and len(value) != count:
+            raise InvalidInputError(f"config.{key} has {len(value)} entries for {count} layers; fix the config first")
+    per_layer = [
+        key
+        for key, value in sorted(settings.items())
+        if isinstance(value, list) and len(value) == count and not _is_token_field(key)
+    ]
+    updates: dict[str, Any] = {key: [settings[key][i] for i in keep] for key in per_layer}
+    for key in _BOUNDARY_FIELDS:
+        boundary = settings.get(key)
+        if isinstance(boundary, int) and boundary < count:
+            updates[key] = sum(1 for i in keep if i < boundary)
+    updates["num_hidden_layers"] = len(keep)
+    return updates
+
+
+def _is_token_field(key: str) -> bool:
+    return key == "architectures" or key.endswith(("_token_id", "_token_ids"))
+
+
+def _record(config: Any, keep: list[int], removed: set[int], count: int, strategy: str | None) -> dict[str, Any]:
+    """config.layerprune with this call appended, its indices translated back to the original numbering."""
+    history = copy.deepcopy(getattr(config, "layerprune", None) or {})
+    original = history.get("original_num_layers", count)
+    previous = sorted(history.get("removed_layers", []))
+    survivors = [i for i in range(original) if i not in set(previous)]
+    removed_now = [survivors[i] for i in sorted(removed)]
+    step = {
+        "removed_layers": sorted(removed),
+        "removed_original_layers": removed_now,
+        "num_layers_before": count,
+        "num_layers_after": len(keep),
+        "strategy": strategy,
+    }
+    return {
+        "original_num_layers": original,
+        "removed_layers": sorted(previous + removed_now),
+        "strategy": strategy,
+        "steps": [*history.get("steps", []), step],
+    }
