@@ -43,6 +43,23 @@ def test_blocks_are_fixed_length_and_eos_separated(tokenizer):
     )
 
 
+def test_blocks_start_with_bos_when_the_tokenizer_adds_it():
+    from tokenizers import processors
+
+    from layerprune.tiny import BOS_ID, byte_tokenizer
+
+    tokenizer = byte_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", BOS_ID)]
+    )
+    assert tokenizer("a")["input_ids"][0] == BOS_ID
+    blocks = tokenize_blocks([Document("a", "abcdefgh")], tokenizer, block_size=4)
+    assert blocks.shape == (3, 4) and (blocks[:, 0] == BOS_ID).all()
+    assert blocks[:, 1:].flatten().tolist() == tokenizer("abcdefgh", add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
+
+
 def test_max_blocks_are_evenly_spaced(tokenizer):
     docs = [Document("a", "x" * 1000)]
     every = tokenize_blocks(docs, tokenizer, block_size=10)

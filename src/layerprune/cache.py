@@ -60,7 +60,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 def atomic_file(final: Path) -> Iterator[Path]:
     """Yield a temporary file path next to `final`; move it onto `final` only if the block succeeds."""
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent)
     os.close(fd)
     tmp = Path(name)
     try:

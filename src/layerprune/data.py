@@ -96,28 +96,42 @@ def tokenize_blocks(
 ) -> torch.Tensor:
     """Token ids of shape [blocks, block_size]: documents joined by EOS, cut into non-overlapping blocks.
 
-    With `max_blocks`, that many blocks are taken evenly spaced over the whole stream (deterministic).
+    If the tokenizer normally starts a text with BOS (Gemma, Llama-2), every block starts with BOS too, since
+    such models expect it. With `max_blocks`, that many blocks are taken evenly spaced over the whole stream
+    (deterministic).
     """
-    if not isinstance(block_size, int) or block_size < 2:
+    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
         raise InvalidInputError(f"block_size must be an integer >= 2, got {block_size!r}")
-    if max_blocks is not None and (not isinstance(max_blocks, int) or max_blocks < 1):
+    if max_blocks is not None and (isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1):
         raise InvalidInputError(f"max_blocks must be a positive integer or None, got {max_blocks!r}")
+    prefix = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
+    width = block_size - len(prefix)
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
     for document in documents:
         stream.extend(tokenizer(document.text, add_special_tokens=False)["input_ids"])
         stream.extend(separator)
-    count = len(stream) // block_size
+    count = len(stream) // width
     if count == 0:
         raise InvalidInputError(
             f"the text is too short: {len(stream)} tokens make no block of {block_size} tokens; "
             "use more text or a smaller block_size"
         )
-    blocks = torch.tensor(stream[: count * block_size], dtype=torch.long).view(count, block_size)
+    blocks = torch.tensor(stream[: count * width], dtype=torch.long).view(count, width)
+    if prefix:
+        blocks = torch.cat([torch.full((count, 1), prefix[0], dtype=torch.long), blocks], dim=1)
     if max_blocks is not None and max_blocks < count:
         index = torch.linspace(0, count - 1, max_blocks).round().long()
         blocks = blocks[index]
     return blocks
+
+
+def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """True if the tokenizer puts BOS in front of a text by itself."""
+    if tokenizer.bos_token_id is None:
+        return False
+    ids = tokenizer("a")["input_ids"]
+    return len(ids) > 0 and ids[0] == tokenizer.bos_token_id
 
 
 def corpus_blocks(
@@ -128,11 +142,57 @@ def corpus_blocks(
     max_blocks: Mapping[str, int | None] | None = None,
     fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
     seed: int = 0,
+    splits: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Token blocks for each split of a corpus (see `split_documents` and `tokenize_blocks`)."""
+    """Token blocks for each split of a corpus (see `split_documents` and `tokenize_blocks`).
+
+    `splits` limits the work to the named splits (all by default); the split of documents is the same either way.
+    """
     limits = dict(max_blocks or {})
-    unknown = set(limits) - set(fractions)
+    wanted = list(fractions) if splits is None else list(splits)
+    unknown = (set(limits) | set(wanted)) - set(fractions)
     if unknown:
-        raise InvalidInputError(f"max_blocks names unknown split(s) {sorted(unknown)}; splits: {list(fractions)}")
-    splits = split_documents(load_documents(corpus), fractions, seed)
-    return {name: tokenize_blocks(docs, tokenizer, block_size, limits.get(name)) for name, docs in splits.items()}
+        raise InvalidInputError(f"unknown split(s) {sorted(unknown)}; splits: {list(fractions)}")
+    parts = split_documents(load_documents(corpus), fractions, seed)
+    return {name: tokenize_blocks(parts[name], tokenizer, block_size, limits.get(name)) for name in wanted}
+
+
+def qa_prompts(count: int, *, split: str = "test", seed: int = 0) -> list[str]:
+    """`count` MMLU questions as zero-shot prompts ("Question ... A. ... Answer:"), spread evenly over subjects.
+
+    For profiling on question-answering text instead of prose (the paper asks whether the chosen block depends
+    on the data it is profiled on).
+    """
+    from datasets import load_from_disk
+
+    from .assets import benchmark_dir
+
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise InvalidInputError(f"count must be a positive integer, got {count!r}")
+    root = benchmark_dir("hails/mmlu_no_train")
+    subjects = sorted(p.name for p in root.iterdir() if (p / split).is_dir())
+    rng = random.Random(seed)
+    prompts = []
+    for index, subject in enumerate(subjects):
+        share = count // len(subjects) + (1 if index < count % len(subjects) else 0)
+        rows = load_from_disk(str(root / subject / split))
+        for row in rng.sample(range(len(rows)), min(share, len(rows))):
+            question = rows[row]
+            options = "\n".join(
+                f"{letter}. {choice}" for letter, choice in zip("ABCD", question["choices"], strict=True)
+            )
+            prompts.append(f"Question: {question['question'].strip()}\n{options}\nAnswer:")
+    return prompts
+
+
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], max_length: int
+) -> dict[str, torch.Tensor]:
+    """Left-padded `input_ids` and `attention_mask` for prompts of different lengths (truncated on the left)."""
+    sides = tokenizer.padding_side, tokenizer.truncation_side
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    try:
+        encoded = tokenizer(list(prompts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    finally:
+        tokenizer.padding_side, tokenizer.truncation_side = sides
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}

@@ -11,16 +11,20 @@ from tqdm.auto import tqdm
 from .adapters import get_adapter
 from .errors import InvalidInputError
 from .loss import model_device
+from .similarity import pair_distance
 
 
 @dataclass(frozen=True)
 class LogitLens:
     """Per residual-stream position l = 0..L (x^(l) enters layer l; x^(L) leaves the last layer):
-    top-1 agreement with the full model's prediction, and next-token loss, when decoded by the final norm
-    and the output head."""
+    top-1 agreement with the full model's prediction and next-token loss when decoded by the final norm and
+    the output head; and, at each sequence's last token, the angular distance from x^(l) to the final state
+    taken before the final norm (the paper's x^(L)) and after it (the last `output_hidden_states` entry)."""
 
     agreement: list[float]
     loss: list[float]
+    to_final_prenorm: list[float]
+    to_final_postnorm: list[float]
     tokens: int
 
     def as_dict(self) -> dict:
@@ -51,7 +55,9 @@ def logit_lens(model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, p
     hooks = [layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
     hooks += [layer.register_forward_hook(keep_output) for layer in layers]
     positions = len(layers) + 1
-    agree, loss, count = torch.zeros(positions, dtype=torch.float64), torch.zeros(positions, dtype=torch.float64), 0
+    agree, loss = torch.zeros(positions, dtype=torch.float64), torch.zeros(positions, dtype=torch.float64)
+    prenorm, postnorm = torch.zeros(positions, dtype=torch.float64), torch.zeros(positions, dtype=torch.float64)
+    count = 0
     was_training = model.training
     model.eval()
     try:
@@ -66,9 +72,20 @@ def logit_lens(model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, p
                 loss[index] += nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
                 ).item()
+            last = nn.functional.normalize(torch.stack([x[:, -1] for x in streams]).double(), dim=-1)
+            normed = nn.functional.normalize(norm(streams[-1][:, -1:]).squeeze(1).double(), dim=-1)
+            prenorm += pair_distance(last, last[-1:]).sum(-1).cpu()
+            postnorm += pair_distance(last, normed.unsqueeze(0)).sum(-1).cpu()
             count += targets.numel()
     finally:
         for hook in hooks:
             hook.remove()
         model.train(was_training)
-    return LogitLens((agree / count).tolist(), (loss / count).tolist(), count)
+    sequences = blocks.shape[0]
+    return LogitLens(
+        (agree / count).tolist(),
+        (loss / count).tolist(),
+        (prenorm / sequences).tolist(),
+        (postnorm / sequences).tolist(),
+        count,
+    )

@@ -1,0 +1,57 @@
+"""Results cached on disk, keyed by a hash of everything that determines them; written atomically, checked."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import torch
+
+from .cache import cache_path, file_lock, stable_hash, write_json_atomic
+
+T = TypeVar("T")
+
+
+def tensor_digest(tensor: torch.Tensor) -> str:
+    """A short digest of a tensor's shape, dtype and values (e.g. the token blocks a result was computed on)."""
+    data = tensor.detach().to("cpu").contiguous()
+    digest = hashlib.blake2b(f"{tuple(data.shape)}:{data.dtype}".encode(), digest_size=8)
+    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def _checksum(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def cached(
+    kind: str,
+    key: Mapping[str, Any],
+    compute: Callable[[], T],
+    *,
+    encode: Callable[[T], Any],
+    decode: Callable[[Any], T],
+) -> T:
+    """Return the cached result for (`kind`, `key`), or compute, store and return it.
+
+    A cache file that does not parse, whose key differs or whose checksum fails is recomputed, never used.
+    """
+    path = cache_path("results", kind, f"{stable_hash(dict(key))}.json")
+    with file_lock(path):
+        if path.exists():
+            try:
+                stored = json.loads(path.read_text())
+                if stored["key"] == json.loads(json.dumps(dict(key), default=str)) and stored["checksum"] == _checksum(
+                    stored["value"]
+                ):
+                    return decode(stored["value"])
+            except (ValueError, KeyError, TypeError):
+                pass
+        result = compute()
+        value = encode(result)
+        write_json_atomic(
+            path, {"key": json.loads(json.dumps(dict(key), default=str)), "value": value, "checksum": _checksum(value)}
+        )
+    return result
