@@ -12,9 +12,11 @@ from .errors import (
     ModelLoadError,
     UnsupportedArchitectureError,
 )
+from .healing import CPU_DEFAULTS, PAPER_SETTINGS, HealResult, HealSettings, heal
 from .identity import model_identity
 from .lens import LogitLens, logit_lens
 from .loss import HeldoutLoss, heldout_loss
+from .merging import merge, save_merged
 from .models import load_model
 from .provenance import Provenance
 from .selection import STRATEGIES, BlockSelection, layers_for_fraction, select_block, select_blocks
@@ -34,11 +36,15 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CPU_DEFAULTS",
+    "PAPER_SETTINGS",
     "STRATEGIES",
     "ArchitectureAdapter",
     "AssetError",
     "BlockSelection",
     "DistanceProfile",
+    "HealResult",
+    "HealSettings",
     "HeldoutLoss",
     "InvalidInputError",
     "LayerpruneError",
@@ -48,14 +54,17 @@ __all__ = [
     "UnsupportedArchitectureError",
     "corpus_blocks",
     "get_adapter",
+    "heal",
     "heldout_loss",
     "layers_for_fraction",
     "load_documents",
     "load_model",
     "logit_lens",
+    "merge",
     "model_identity",
     "profile_distances",
     "prune",
+    "save_merged",
     "select_block",
     "select_blocks",
     "split_documents",

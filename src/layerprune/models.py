@@ -109,20 +109,47 @@ def load_model(
     `name_or_path` is an embedded name (e.g. ``"smollm2-135m"``), a tiny random test model (``"tiny-llama"``),
     a local directory, or a hub id.
     """
-    target = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, target)
     source = resolve_source(name_or_path)
     config = _load_config(source, name_or_path)
     adapter_for_model_type(config.model_type)
+    model = load_causal_lm(source, dtype=dtype, device=device, quantization=quantization)
+    return model, load_tokenizer(source)
+
+
+def load_causal_lm(
+    source: str | Path,
+    *,
+    dtype: str | torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    quantization: Quantization = None,
+) -> PreTrainedModel:
+    """The model alone, from a resolved directory or hub id, in eval mode; 4-bit weights stay in their format."""
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, target)
     quant = quantization_config(quantization, target, torch_dtype)
     kwargs: dict = {"dtype": torch_dtype}
     if quant is not None:
         kwargs |= {"quantization_config": quant, "device_map": {"": str(target)}}
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
     if quant is None:
         model.to(target)
-    model.eval()
-    return model, load_tokenizer(source)
+    if quantization == "4bit":
+        disable_cpu_weight_packing(model)
+    return model.eval()
+
+
+def disable_cpu_weight_packing(model: torch.nn.Module) -> None:
+    """Keep bitsandbytes 4-bit weights in their stored format on CPUs with AVX512-BF16.
+
+    There, a Linear4bit run in eval mode without gradients repacks its weights once, for good, into a CPU
+    layout with bfloat16 block scales: results would then differ between machines and between evaluation and
+    training, dequantizing for a merge would misread the weights, and the repacking fails for small layers.
+    """
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _load_config(source: str, requested: str | Path):
