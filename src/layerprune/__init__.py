@@ -3,6 +3,7 @@
 from importlib import import_module
 from typing import Any
 
+from . import _quiet  # noqa: F401  (before anything imports bitsandbytes)
 from .adapters import ArchitectureAdapter, get_adapter, supported_model_types
 from .data import corpus_blocks, load_documents, split_documents, tokenize_blocks
 from .errors import (
@@ -26,7 +27,7 @@ from .surgery import prune
 __version__ = "0.1.0"
 
 # Modules that pull in plotting or notebook machinery load on first use: `lp.plots`, `lp.tables`, ...
-_LAZY_MODULES = ("book", "experiments", "generation", "plots", "tables")
+_LAZY_MODULES = ("book", "evaluation", "experiments", "generation", "pages", "plots", "tables", "tasks")
 
 
 def __getattr__(name: str) -> Any:

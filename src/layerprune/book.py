@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import time
@@ -148,6 +149,7 @@ def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any],
 
 def build_html(root: Path, strict: bool = True) -> Path:
     """Build the HTML book with Jupyter Book 1.x from the top-level _config.yml and _toc.yml."""
+    shutil.rmtree(root / "_build" / "html", ignore_errors=True)
     command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--path-output", str(root)]
     if strict:
         command += ["-W", "-n", "--keep-going"]

@@ -126,7 +126,7 @@ def metric_vs_fraction(
             ax.errorbar(
                 [p["fraction"] for p in points],
                 [p[value] for p in points],
-                yerr=[p[error] for p in points] if error else None,
+                yerr=[_number(p[error]) for p in points] if error else None,
                 fmt="--" if healed else "-",
                 marker="o",
                 markersize=4,
@@ -139,3 +139,8 @@ def metric_vs_fraction(
     ax.set(xlabel="fraction of layers removed", ylabel=ylabel or value, title=title)
     ax.legend(fontsize=7)
     return figure
+
+
+def _number(value: float | None) -> float:
+    """A value for an error bar: a missing one (None) is NaN, which matplotlib skips."""
+    return float("nan") if value is None else float(value)

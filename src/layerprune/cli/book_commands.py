@@ -29,6 +29,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--only", action="append", metavar="CHAPTER", help="execute only this chapter (repeatable)")
     parser.add_argument("--no-build", action="store_true", help="execute the notebooks but do not build the HTML")
     parser.set_defaults(run=_run)
+    check = commands.add_parser("check-book", help="open every built page in headless Chromium and check it")
+    check.add_argument("--html", default="_build/html", help="the built book (default: _build/html)")
+    check.add_argument("--screenshots", metavar="DIR", help="also save a full-page screenshot of every page here")
+    check.set_defaults(run=_check)
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -45,3 +49,17 @@ def _run(args: argparse.Namespace) -> None:
     if run.html:
         print(f"book: {run.html / 'index.html'}")
     print(f"total: {run.seconds:.1f} s")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from ..errors import InvalidInputError
+    from ..pages import check_pages
+
+    reports = check_pages(args.html, args.screenshots)
+    for report in reports:
+        status = "ok" if report.ok else f"BROKEN images {report.broken_images} failed {report.failed_requests}"
+        print(f"{report.page}: {report.images} images, {report.math} formulas, {status}")
+    bad = [r.page for r in reports if not r.ok]
+    if bad:
+        raise InvalidInputError(f"{len(bad)} page(s) have broken images or failed requests: {', '.join(bad)}")
+    print(f"all {len(reports)} pages load offline with their images")

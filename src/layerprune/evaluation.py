@@ -1,0 +1,284 @@
+"""Question-answering accuracy of in-memory models on the embedded benchmarks, through lm-eval, cached on disk.
+
+`evaluate` runs lm-eval's ``HFLM`` on the model object itself (plain, pruned, PeftModel or bitsandbytes 4-bit)
+with the task configurations of `layerprune.tasks`. Results are cached per task in ``<cache>/eval``, keyed by the
+model's identity (weights, config and prune/heal history), the task configuration, shot count, limit and seed;
+a cache hit does not run the model. lm-eval's log messages are hidden unless the ``lm_eval`` logger has been
+given a level (``logging.getLogger("lm_eval").setLevel("INFO")``) or ``LMEVAL_LOG_LEVEL`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import datasets
+import lm_eval
+import lm_eval.api.model
+import lm_eval.api.task
+from lm_eval.evaluator import evaluate as lm_evaluate
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from .cache import atomic_file, cache_path, stable_hash, write_json_atomic
+from .errors import InvalidInputError
+from .identity import model_identity
+from .loss import model_device
+from .tasks import TASKS, Limit, check_count, resolve_limits, resolve_tasks, task_configs, write_configs
+
+FORMAT_VERSION = 1
+COLUMNS = ("task", "metric", "value", "stderr", "n", "shots", "chance", "headline")
+
+# Questions per task for a CPU run of all tasks on a ~135M model in about a minute (2 cores); MMLU: 1 per subject.
+DEFAULT_LIMITS: dict[str, int | None] = {
+    "mmlu": 57,
+    "boolq": 100,
+    "arc_easy": 100,
+    "arc_challenge": 100,
+    "piqa": 100,
+    "hellaswag": 100,
+    "winogrande": 100,
+}
+
+
+@dataclass(frozen=True)
+class EvalResults:
+    """A tidy table: one row per task and metric, with columns `COLUMNS`.
+
+    ``headline`` marks the metric to quote for each task: ``acc_norm`` (length-normalised accuracy) where the
+    answers are multi-token texts of different lengths (ARC, PIQA, HellaSwag), ``acc`` otherwise. ``chance`` is
+    1 / number of choices; for BoolQ the majority class ("yes") is 0.62 of the questions, a higher bar than 0.5.
+    """
+
+    rows: list[dict[str, Any]]
+
+    def headline(self) -> dict[str, float]:
+        """The headline value of every task."""
+        return {row["task"]: row["value"] for row in self.rows if row["headline"]}
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """A Markdown table."""
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(_format(row[column], digits) for column in COLUMNS) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The table as CSV text, also written to `path` when given."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        if path is not None:
+            with atomic_file(Path(path)) as tmp:
+                tmp.write_text(buffer.getvalue())
+        return buffer.getvalue()
+
+
+def _format(value: Any, digits: int) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def evaluate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: str | Iterable[str],
+    *,
+    num_fewshot: int | None = None,
+    limit: Limit = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    cache: bool = True,
+    progress: bool = True,
+) -> EvalResults:
+    """Accuracy of `model` on `tasks` (names in `layerprune.tasks.TASK_NAMES`, or a comma-separated string).
+
+    `num_fewshot`: None = each task's default (MMLU 5-shot from its dev split, the others 0-shot).
+    `limit`: questions per task, one int for all or a dict per task (e.g. `DEFAULT_LIMITS`); None = all. The
+    subset is seeded by `seed` and, for MMLU, spread evenly over the 57 subjects (see `layerprune.tasks`).
+    `batch_size` does not enter the cache key: it changes speed, not (beyond float rounding) the results.
+    """
+    names, limits = check_arguments(tasks, limit, num_fewshot, seed, batch_size)
+    _check_model(model, tokenizer)
+    configs = {name: task_configs(name, limit=limits[name], seed=seed, num_fewshot=num_fewshot) for name in names}
+    shots = {name: _shots(name, num_fewshot) for name in names}
+    identity = model_identity(model) if cache else ""
+    keys = {name: _cache_key(identity, name, configs[name], shots[name], limits[name], seed) for name in names}
+    rows = {name: _read_cache(keys[name]) for name in names} if cache else {}
+    missing = [name for name in names if rows.get(name) is None]
+    if missing:
+        fresh = _run(model, tokenizer, {name: configs[name] for name in missing}, seed, batch_size, progress)
+        for name in missing:
+            rows[name] = fresh[name]
+            if cache:
+                _write_cache(keys[name], fresh[name])
+    return EvalResults([row for name in names for row in rows[name]])
+
+
+def check_arguments(
+    tasks: str | Iterable[str], limit: Limit, num_fewshot: int | None, seed: int, batch_size: int
+) -> tuple[list[str], dict[str, int | None]]:
+    """Task names and per-task limits, after checking every argument of `evaluate` but the model."""
+    names = resolve_tasks(tasks)
+    limits = resolve_limits(limit, names)
+    check_count("num_fewshot", num_fewshot, 0, optional=True)
+    check_count("seed", seed, 0)
+    check_count("batch_size", batch_size, 1)
+    return names, limits
+
+
+def _check_model(model: object, tokenizer: object) -> None:
+    if not isinstance(model, nn.Module) or getattr(model, "config", None) is None:
+        raise InvalidInputError(f"model must be a transformers causal LM (or a PeftModel), got {type(model).__name__}")
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise InvalidInputError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
+
+
+def _shots(name: str, num_fewshot: int | None) -> int:
+    return TASKS[name].default_shots if num_fewshot is None else num_fewshot
+
+
+def _cache_key(identity: str, name: str, configs: dict, shots: int, limit: int | None, seed: int) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "lm_eval": lm_eval.__version__,
+        "model": identity,
+        "task": name,
+        "config": stable_hash(configs),
+        "shots": shots,
+        "limit": limit,
+        "seed": seed,
+    }
+
+
+def _cache_file(key: dict[str, Any]) -> Path:
+    return cache_path("eval", key["model"], f"{key['task']}-{stable_hash(key)}.json")
+
+
+def _read_cache(key: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The cached rows for `key`, or None if absent or damaged in any way (then they are recomputed)."""
+    path = _cache_file(key)
+    try:
+        payload = json.loads(path.read_text())
+        rows = payload["rows"]
+        valid = payload["key"] == key and payload["digest"] == stable_hash(rows) and _valid_rows(rows, key["task"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return [{column: row[column] for column in COLUMNS} for row in rows] if valid else None
+
+
+def _valid_rows(rows: object, task: str) -> bool:
+    return (
+        isinstance(rows, list)
+        and [row.get("metric") if isinstance(row, dict) else None for row in rows] == list(TASKS[task].metrics)
+        and all(set(row) == set(COLUMNS) and row["task"] == task for row in rows)
+    )
+
+
+def _write_cache(key: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    write_json_atomic(_cache_file(key), {"key": key, "rows": rows, "digest": stable_hash(rows)})
+
+
+def _run(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    configs: Mapping[str, dict],
+    seed: int,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, list[dict[str, Any]]]:
+    """Run lm-eval once over all `configs` (short name -> YAML files) and return rows per task."""
+    was_training = model.training
+    with tempfile.TemporaryDirectory(prefix="layerprune-tasks-") as tmp, _quiet_lm_eval():
+        for files in configs.values():
+            write_configs(Path(tmp), files)
+        manager = TaskManager(include_path=tmp, include_defaults=False)
+        loaded = manager.load([TASKS[name].lm_eval_name for name in configs])
+        for task in loaded["tasks"].values():
+            task.set_fewshot_seed(seed=seed)
+        lm = _ProgressHFLM(
+            pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model_device(model))
+        )
+        lm.show_progress = progress
+        try:
+            results = lm_evaluate(lm=lm, task_dict=loaded, log_samples=False)
+        finally:
+            model.train(was_training)
+    return {name: _rows(name, results) for name in configs}
+
+
+class _ProgressHFLM(HFLM):
+    """lm-eval's HFLM whose request progress bars can be switched off."""
+
+    show_progress = True
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.show_progress)
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """Hide lm-eval's log messages (unless its logger was configured) and every progress bar but its main one."""
+    logger = logging.getLogger("lm_eval")
+    quiet = logger.level == logging.NOTSET and not os.environ.get("LMEVAL_LOG_LEVEL")
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+    try:
+        with (
+            mock.patch.object(lm_eval.api.task, "tqdm", _silent_tqdm),
+            mock.patch.object(lm_eval.api.model, "tqdm", _silent_tqdm),
+        ):
+            yield
+    finally:
+        if quiet:
+            logger.setLevel(logging.NOTSET)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _silent_tqdm(iterable: Iterable, **_kwargs: Any) -> Iterable:
+    return iterable
+
+
+def _rows(name: str, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of one task from lm-eval's results (for MMLU: its group over the evaluated subjects)."""
+    spec = TASKS[name]
+    scores = results["results"][spec.lm_eval_name]
+    return [
+        {
+            "task": name,
+            "metric": metric,
+            "value": float(scores[f"{metric},none"]),
+            "stderr": _number(scores.get(f"{metric}_stderr,none")),
+            "n": int(scores["sample_len"]),
+            "shots": int(results["n-shot"][spec.lm_eval_name]),
+            "chance": spec.chance,
+            "headline": metric == spec.headline,
+        }
+        for metric in spec.metrics
+    ]
+
+
+def _number(value: Any) -> float | None:
+    """A finite float, or None for lm-eval's "N/A" (e.g. the stderr of a single question)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

@@ -1,0 +1,226 @@
+"""The book's experiments as cached calls: each result is keyed by the model's identity, the exact token
+blocks and every setting, so a rerun with the same parameters reuses it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .cache import cache_path, stable_hash
+from .evaluation import evaluate
+from .healing import HealResult, heal
+from .identity import model_identity
+from .lens import LogitLens, logit_lens
+from .loss import HeldoutLoss, heldout_loss
+from .memo import cached, tensor_digest
+from .selection import layers_for_fraction, select_block
+from .similarity import DistanceProfile, profile_distances
+from .surgery import prune
+from .tasks import TASKS, resolve_tasks
+
+
+def _digest(blocks: torch.Tensor | Mapping[str, torch.Tensor]) -> str:
+    if isinstance(blocks, torch.Tensor):
+        return tensor_digest(blocks)
+    return "+".join(tensor_digest(blocks[name]) for name in sorted(blocks))
+
+
+def cached_profile(
+    model: nn.Module,
+    blocks: torch.Tensor | Mapping[str, torch.Tensor],
+    *,
+    token: str = "last",
+    metric: str = "angular",
+    batch_size: int = 8,
+    progress: bool = True,
+) -> DistanceProfile:
+    """`profile_distances`, cached."""
+    key = {"model": model_identity(model), "blocks": _digest(blocks), "token": token, "metric": metric}
+    return cached(
+        "profile",
+        key,
+        lambda: profile_distances(model, blocks, token=token, metric=metric, batch_size=batch_size, progress=progress),
+        encode=DistanceProfile.to_dict,
+        decode=DistanceProfile.from_dict,
+    )
+
+
+def cached_logit_lens(
+    model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, progress: bool = True
+) -> LogitLens:
+    """`logit_lens`, cached."""
+    key = {"model": model_identity(model), "blocks": tensor_digest(blocks)}
+    return cached(
+        "lens",
+        key,
+        lambda: logit_lens(model, blocks, batch_size=batch_size, progress=progress),
+        encode=LogitLens.as_dict,
+        decode=lambda value: LogitLens(**value),
+    )
+
+
+def cached_heldout_loss(
+    model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 8, progress: bool = True, identity: str | None = None
+) -> HeldoutLoss:
+    """`heldout_loss`, cached (pass `identity` when it is already known, to skip hashing the weights)."""
+    key: dict[str, Any] = {"model": identity or model_identity(model), "blocks": tensor_digest(blocks)}
+    return cached(
+        "heldout",
+        key,
+        lambda: heldout_loss(model, blocks, batch_size=batch_size, progress=progress),
+        encode=HeldoutLoss.as_dict,
+        decode=lambda value: HeldoutLoss(**value),
+    )
+
+
+def pruned_losses(
+    model: nn.Module,
+    profile: DistanceProfile,
+    blocks: torch.Tensor,
+    fractions: Sequence[float],
+    strategies: Sequence[str],
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
+    """Held-out loss (not healed) after removing each fraction of layers with each strategy, one row each."""
+    rows = []
+    for fraction in tqdm(fractions, desc="fractions", leave=False):
+        n = layers_for_fraction(profile.num_layers, fraction)
+        for strategy in strategies:
+            chosen = select_block(profile, n, strategy, seed=seed) if n else None
+            pruned = prune(model, chosen.layers, strategy=strategy) if chosen else model
+            loss = cached_heldout_loss(pruned, blocks, batch_size=batch_size, progress=False)
+            rows.append(
+                {
+                    "fraction": fraction,
+                    "n": n,
+                    "strategy": strategy,
+                    "layers": list(chosen.layers) if chosen else [],
+                    "loss": loss.loss,
+                    "normalized loss": loss.normalized,
+                }
+            )
+    return rows
+
+
+def heal_cached(
+    model: nn.Module, tokenizer, blocks: torch.Tensor, *, seed: int = 0, progress: bool = True, **settings: Any
+) -> HealResult:
+    """`heal` with its checkpoints in the cache, keyed by the pruned model, the data and the settings: a rerun
+    resumes from (or simply reloads) the last checkpoint instead of training again."""
+    key = {"model": model_identity(model), "blocks": tensor_digest(blocks), "seed": seed, **settings}
+    directory = cache_path("heal", stable_hash(key))
+    return heal(model, tokenizer, blocks, seed=seed, checkpoint_dir=directory, progress=progress, **settings)
+
+
+def _scores(
+    model: nn.Module, tokenizer, tasks: Sequence[str], limits: Mapping[str, int], seed: int, batch_size: int
+) -> dict[str, Any]:
+    """Headline value and stderr of each task, as flat columns."""
+    results = evaluate(
+        model, tokenizer, list(tasks), limit=dict(limits), seed=seed, batch_size=batch_size, progress=False
+    )
+    flat: dict[str, Any] = {}
+    for row in results.rows:
+        if row["headline"]:
+            flat[row["task"]] = row["value"]
+            flat[f"{row['task']} stderr"] = row["stderr"]
+    return flat
+
+
+def sweep(
+    model: nn.Module,
+    tokenizer,
+    profile: DistanceProfile,
+    blocks: Mapping[str, torch.Tensor],
+    *,
+    fractions: Sequence[float],
+    strategies: Sequence[str],
+    heal_fractions: Sequence[float] = (),
+    tasks: Sequence[str] = (),
+    limits: Mapping[str, int] | None = None,
+    heal_settings: Mapping[str, Any] | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
+    """The results grid: for each fraction x strategy, the pruned model's held-out loss and task scores, and the
+    same after healing for the fractions in `heal_fractions`. Fraction 0 is the unpruned model (one row)."""
+    rows = []
+    grid = [(f, s) for f in fractions for s in strategies if f > 0] + [(0.0, "none")] * (0 in fractions)
+    for fraction, strategy in tqdm(sorted(grid), desc="sweep"):
+        n = layers_for_fraction(profile.num_layers, fraction)
+        layers = select_block(profile, n, strategy, seed=seed).layers if n else ()
+        pruned = prune(model, layers, strategy=strategy) if n else model
+        variants = [(False, pruned)]
+        if n and fraction in heal_fractions:
+            variants.append(
+                (
+                    True,
+                    heal_cached(
+                        pruned, tokenizer, blocks["heal"], seed=seed, progress=False, **dict(heal_settings or {})
+                    ).model,
+                )
+            )
+        for healed, candidate in variants:
+            loss = cached_heldout_loss(candidate, blocks["heldout"], batch_size=batch_size, progress=False)
+            rows.append(
+                {
+                    "fraction": fraction,
+                    "n": n,
+                    "strategy": strategy,
+                    "healed": healed,
+                    "layers": " ".join(map(str, layers)),
+                    "parameters": sum(p.numel() for p in pruned.parameters()),
+                    "loss": loss.loss,
+                    "normalized loss": loss.normalized,
+                    **_scores(candidate, tokenizer, tasks, limits or {}, seed, batch_size),
+                }
+            )
+    return rows
+
+
+@torch.no_grad()
+def pruned_speed(
+    model: nn.Module,
+    profile: DistanceProfile,
+    batch: torch.Tensor,
+    fractions: Sequence[float],
+    *,
+    strategy: str = "similarity",
+    seed: int = 0,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """Parameters and forward-pass tokens/s (best of `repeats`) of the model pruned to each fraction."""
+    rows = []
+    for fraction in fractions:
+        n = layers_for_fraction(profile.num_layers, fraction)
+        pruned = prune(model, select_block(profile, n, strategy, seed=seed).layers, strategy=strategy) if n else model
+        ids = batch.to(next(pruned.parameters()).device)
+        pruned(input_ids=ids, use_cache=False)
+        best = min(_timed(pruned, ids) for _ in range(repeats))
+        rows.append(
+            {
+                "fraction": fraction,
+                "n": n,
+                "parameters": sum(p.numel() for p in pruned.parameters()),
+                "tokens per second": ids.numel() / best,
+            }
+        )
+    return rows
+
+
+def _timed(model: nn.Module, ids: torch.Tensor) -> float:
+    started = time.perf_counter()
+    model(input_ids=ids, use_cache=False)
+    return time.perf_counter() - started
+
+
+def chance_levels(tasks: Sequence[str]) -> dict[str, float]:
+    """Accuracy of uniform guessing for each task (for the dotted lines in the figures)."""
+    return {name: TASKS[name].chance for name in resolve_tasks(list(tasks))}

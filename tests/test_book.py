@@ -1,0 +1,110 @@
+"""The book end to end under the smoke profile: every notebook executes, the strict HTML build is clean, and
+the tables on the pages hold the numbers of the result files the notebooks wrote."""
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from layerprune import book
+from layerprune.errors import InvalidInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def smoke_book(tmp_path_factory):
+    """A copy of the book sources, executed and built with the smoke profile (results in the work copy)."""
+    work = tmp_path_factory.mktemp("book")
+    for name in ("_config.yml", "_toc.yml", "notebooks", "book"):
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("generated"))
+        else:
+            shutil.copy(source, work / name)
+    run = book.run_book(work, profile="smoke")
+    return work, run
+
+
+def test_every_chapter_executes_and_the_strict_build_succeeds(smoke_book):
+    work, run = smoke_book
+    assert list(run.executed) == book.chapters(ROOT)
+    for chapter in run.executed:
+        executed = json.loads((work / "book" / "generated" / f"{chapter}.ipynb").read_text())
+        errors = [o for c in executed["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, chapter
+        assert (work / "_build" / "html" / "book" / "generated" / f"{chapter}.html").is_file()
+    assert (work / "_build" / "html" / "_static" / "mathjax" / "tex-chtml.js").is_file()
+
+
+def _numbers(text: str) -> list[float]:
+    return [float(x) for x in re.findall(r"-?\d+\.?\d*(?:[eE][-+]?\d+)?", text)]
+
+
+def _shown_in(shown: list[float], saved: Path) -> bool:
+    """Every number in a displayed table is a number of the saved file (or one of its row labels)."""
+    values = _numbers(saved.read_text()) + [float(i) for i in range(len(pd.read_csv(saved)))]
+    return all(any(abs(x - v) <= 1e-5 * max(1.0, abs(v)) for v in values) for x in shown)
+
+
+def test_tables_on_the_pages_equal_the_result_files(smoke_book):
+    work, _ = smoke_book
+    results = work / "results" / "smoke"
+    checked = 0
+    for chapter in book.chapters(ROOT):
+        executed = json.loads((work / "book" / "generated" / f"{chapter}.ipynb").read_text())
+        saved = sorted(results.glob(f"{chapter[:2]}_*.csv"))
+        for cell in executed["cells"]:
+            if "lp.tables.save" not in "".join(cell["source"]):
+                continue
+            for output in cell.get("outputs", []):
+                if "text/html" in output.get("data", {}):
+                    shown = _numbers(re.sub(r"<[^>]+>", " ", "".join(output["data"]["text/html"])))
+                    assert shown, chapter
+                    assert any(_shown_in(shown, table) for table in saved), (chapter, shown[:20])
+                    checked += 1
+    assert checked >= 8
+
+
+def test_unknown_parameters_profiles_and_chapters_are_refused(tmp_path):
+    with pytest.raises(InvalidInputError, match="unknown book parameter"):
+        book.run_book(ROOT, profile="smoke", overrides={"modle": "x"}, build=False)
+    with pytest.raises(InvalidInputError, match="unknown book profile"):
+        book.load_profile("huge")
+    with pytest.raises(InvalidInputError, match="unknown chapter"):
+        book.run_book(ROOT, profile="smoke", only=["99_nothing"], build=False)
+
+
+def test_parameter_layers_later_wins(tmp_path):
+    notebook = ROOT / "notebooks" / "01_similarity.ipynb"
+    layers = [
+        book.load_profile("smoke"),
+        {"common": {"seed": 7}, "chapters": {}},
+        {"common": {"profile_blocks": 3, "not_a_parameter": 1}, "chapters": {}},
+    ]
+    params = book.chapter_parameters(notebook, layers, "01_similarity")
+    assert params["seed"] == 7 and params["profile_blocks"] == 3 and params["model"] == "tiny-llama"
+    assert "not_a_parameter" not in params
+    assert book.parse_overrides([("fractions", "[0.1, 0.2]"), ("model", "gemma3-270m")]) == {
+        "fractions": [0.1, 0.2],
+        "model": "gemma3-270m",
+    }
+
+
+def test_every_page_loads_offline_with_its_figures_and_math(smoke_book, tmp_path):
+    pytest.importorskip("playwright")
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        pytest.skip("Chromium is not installed (apt-get install chromium)")
+    from layerprune.pages import check_pages
+
+    work, _ = smoke_book
+    reports = {r.page: r for r in check_pages(work / "_build" / "html", screenshots=tmp_path)}
+    assert {f"book/generated/{c}.html" for c in book.chapters(ROOT)} <= set(reports)
+    for report in reports.values():
+        assert report.ok, report
+    assert all(reports[f"book/generated/{c}.html"].images >= 1 for c in book.chapters(ROOT))
+    assert reports["book/method.html"].math >= 10
+    assert len(list(tmp_path.glob("*.png"))) == len(reports)

@@ -1,0 +1,281 @@
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from layerprune import evaluation, tasks
+from layerprune.assets import BENCHMARK_DATASETS, benchmark_dir
+from layerprune.cli import eval_commands
+from layerprune.errors import InvalidInputError
+from layerprune.evaluation import COLUMNS, evaluate
+from layerprune.tasks import TASK_NAMES, sample_indices, subject_limits, task_configs, write_task_configs
+from layerprune.tiny import tiny_model
+
+SMALL = {"mmlu": 10, "boolq": 4, "arc_easy": 4, "arc_challenge": 4, "piqa": 4, "hellaswag": 4, "winogrande": 4}
+CHANCE = {
+    "mmlu": 0.25,
+    "boolq": 0.5,
+    "arc_easy": 0.25,
+    "arc_challenge": 0.25,
+    "piqa": 0.5,
+    "hellaswag": 0.25,
+    "winogrande": 0.5,
+}
+
+
+@pytest.fixture(scope="session")
+def benchmark_dirs():
+    """The embedded benchmark folders in the real cache (read only), resolved before any cache is isolated."""
+    return {dataset: benchmark_dir(dataset) for dataset in BENCHMARK_DATASETS}
+
+
+@pytest.fixture
+def eval_cache(isolated_cache, benchmark_dirs, monkeypatch):
+    """An empty cache for results; the benchmarks are still read from the real cache."""
+    monkeypatch.setattr(tasks, "benchmark_dir", benchmark_dirs.__getitem__)
+    return isolated_cache
+
+
+@pytest.fixture
+def model_runs(monkeypatch):
+    """Counts how often the model is handed to lm-eval."""
+    calls = []
+    original = evaluation._ProgressHFLM
+
+    def counting(**kwargs):
+        calls.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(evaluation, "_ProgressHFLM", counting)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model("llama", num_layers=2)
+
+
+def test_every_task_runs_end_to_end_into_a_tidy_table(eval_cache, tiny, tokenizer):
+    results = evaluate(tiny, tokenizer, TASK_NAMES, limit=SMALL, progress=False)
+    assert [tuple(row) for row in results.rows] == [COLUMNS] * len(results.rows)
+    assert [row["task"] for row in results.rows if row["headline"]] == list(TASK_NAMES)
+    for row in results.rows:
+        spec = tasks.TASKS[row["task"]]
+        assert row["metric"] in spec.metrics and 0.0 <= row["value"] <= 1.0
+        assert row["n"] == SMALL[row["task"]]
+        assert row["chance"] == pytest.approx(CHANCE[row["task"]])
+        assert row["shots"] == (5 if row["task"] == "mmlu" else 0)
+    metrics = {(row["task"], row["metric"]) for row in results.rows}
+    assert ("arc_easy", "acc_norm") in metrics and ("hellaswag", "acc_norm") in metrics
+    assert ("boolq", "acc_norm") not in metrics and ("winogrande", "acc_norm") not in metrics
+    assert results.headline().keys() == set(TASK_NAMES)
+    assert results.to_markdown().splitlines()[0] == "| " + " | ".join(COLUMNS) + " |"
+    assert results.to_csv().splitlines()[0] == ",".join(COLUMNS)
+
+
+def test_cache_hit_returns_identical_rows_without_running_the_model(eval_cache, tiny, tokenizer, model_runs):
+    first = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=3, progress=False)
+    assert len(model_runs) == 1
+    assert len(list((eval_cache / "eval").rglob("*.json"))) == 2
+    again = evaluate(tiny, tokenizer, "mmlu,arc_easy", limit=3, progress=False)
+    assert len(model_runs) == 1
+    assert again.rows == first.rows[2:] + first.rows[:2]
+
+
+def test_a_damaged_cache_file_is_recomputed_not_used(eval_cache, tiny, tokenizer, model_runs):
+    first = evaluate(tiny, tokenizer, ["boolq"], limit=3, progress=False)
+    (path,) = (eval_cache / "eval").rglob("*.json")
+    payload = json.loads(path.read_text())
+    payload["rows"][0]["value"] = 0.999
+    for damaged in (json.dumps(payload), path.read_text()[:40], ""):
+        path.write_text(damaged)
+        assert evaluate(tiny, tokenizer, ["boolq"], limit=3, progress=False).rows == first.rows
+    assert len(model_runs) == 4
+    assert json.loads(path.read_text())["rows"] == first.rows
+
+
+def test_the_cache_key_covers_model_limit_seed_and_shots(eval_cache, tiny, tokenizer, model_runs):
+    evaluate(tiny, tokenizer, ["arc_easy"], limit=3, progress=False)
+    evaluate(tiny, tokenizer, ["arc_easy"], limit=4, progress=False)
+    evaluate(tiny, tokenizer, ["arc_easy"], limit=3, seed=1, progress=False)
+    evaluate(tiny, tokenizer, ["arc_easy"], limit=3, num_fewshot=1, progress=False)
+    changed = tiny_model("llama", num_layers=2)
+    with torch.no_grad():
+        changed.model.norm.weight.add_(0.5)
+    evaluate(changed, tokenizer, ["arc_easy"], limit=3, progress=False)
+    assert len(model_runs) == 5
+    evaluate(tiny, tokenizer, ["arc_easy"], limit=3, progress=False, cache=False)
+    assert len(model_runs) == 6
+
+
+def test_peft_models_are_evaluated_and_keep_their_training_mode(eval_cache, tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_model("llama", num_layers=2), LoraConfig(r=2, target_modules=["up_proj"]))
+    model.train()
+    results = evaluate(model, tokenizer, ["winogrande"], limit=2, progress=False, cache=False)
+    assert results.rows[0]["n"] == 2 and model.training
+
+
+def test_subsampling_is_seeded_and_spreads_mmlu_over_subjects(eval_cache):
+    assert sample_indices(100, 5, "arc_easy", 0) == sample_indices(100, 5, "arc_easy", 0)
+    assert sample_indices(100, 5, "arc_easy", 0) != sample_indices(100, 5, "arc_easy", 1)
+    assert sample_indices(100, 100, "arc_easy", 0) is None and sample_indices(100, None, "arc_easy", 0) is None
+    subjects = [f"s{i}" for i in range(57)]
+    assert set(subject_limits(subjects, 114, 0).values()) == {2}
+    uneven = subject_limits(subjects, 60, 0)
+    assert sorted(uneven.values()).count(2) == 3 and sum(uneven.values()) == 60
+    few = subject_limits(subjects, 10, 0)
+    assert len(few) == 10 and few == subject_limits(subjects, 10, 0) and few != subject_limits(subjects, 10, 1)
+    configs = task_configs("mmlu", limit=114)
+    subject_configs = [c for c in configs.values() if "task" in c and c.get("group") is None]
+    assert len(subject_configs) == 57 and all(len(c["dataset_kwargs"]["indices"]) == 2 for c in subject_configs)
+    assert configs == task_configs("mmlu", limit=114)
+    assert task_configs("arc_easy", limit=5) != task_configs("arc_easy", limit=5, seed=1)
+
+
+def test_prompts_are_those_of_lm_evals_standard_tasks(eval_cache, tmp_path):
+    from lm_eval.tasks import TaskManager
+
+    names = write_task_configs(tmp_path, limit=dict.fromkeys(TASK_NAMES, 1))
+    loaded = TaskManager(include_path=tmp_path, include_defaults=False).load(names)["tasks"]
+    first = {name.removeprefix("lp_"): (task, next(iter(task.eval_docs))) for name, task in loaded.items()}
+    task, doc = first["boolq"]
+    assert task.doc_to_text(doc) == f"{doc['passage']}\nQuestion: {doc['question']}?\nAnswer:"
+    assert task.doc_to_choice(doc)[task.doc_to_target(doc)] == ("yes" if doc["answer"] else "no")
+    task, doc = first["arc_easy"]
+    assert task.doc_to_text(doc) == f"Question: {doc['question']}\nAnswer:"
+    assert (
+        task.doc_to_choice(doc)[task.doc_to_target(doc)]
+        == doc["choices"]["text"][doc["choices"]["label"].index(doc["answerKey"])]
+    )
+    task, doc = first["piqa"]
+    assert task.doc_to_text(doc) == f"Question: {doc['goal']}\nAnswer:"
+    assert task.doc_to_choice(doc) == [doc["sol1"], doc["sol2"]] and task.doc_to_target(doc) == doc["label"]
+    task, doc = first["winogrande"]
+    assert task.doc_to_text(doc) == int(doc["answer"]) - 1 and len(task.doc_to_choice(doc)) == 2
+    task, doc = first["hellaswag"]
+    assert len(task.doc_to_choice(doc)) == 4 and "[" not in task.doc_to_text(doc)
+    (subject,) = [name for name in first if name.startswith("mmlu_")]
+    task, doc = first[subject]
+    letters = "".join(f"\n{letter}. {choice}" for letter, choice in zip("ABCD", doc["choices"], strict=True))
+    assert task.doc_to_text(doc) == f"{doc['question'].strip()}{letters}\nAnswer:"
+    context = task.fewshot_context(doc, num_fewshot=5)
+    assert context.startswith(
+        f"The following are multiple choice questions (with answers) about {subject[5:].replace('_', ' ')}.\n\n"
+    )
+    assert context.count("\nAnswer:") == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tasks": ["arc_easy", "mmlu_pro"]}, "unknown task(s) 'mmlu_pro'; valid tasks: mmlu, boolq, arc_easy"),
+        ({"tasks": []}, "no tasks given"),
+        ({"tasks": 3}, "tasks must be"),
+        ({"limit": 0}, "limit must be an integer >= 1 or None, got 0"),
+        ({"limit": -5}, "got -5"),
+        ({"limit": 2.5}, "got 2.5"),
+        ({"limit": True}, "got True"),
+        ({"limit": {"mmlu": 5}}, "has no entry for ['arc_easy']"),
+        ({"limit": {"arc_easy": 5, "arc": 5}}, "unknown tasks ['arc']"),
+        ({"limit": {"arc_easy": 0}}, "limit['arc_easy'] must be"),
+        ({"num_fewshot": -1}, "num_fewshot must be an integer >= 0 or None, got -1"),
+        ({"seed": "0"}, "seed must be an integer >= 0, got '0'"),
+        ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+        ({"num_fewshot": 3, "limit": 3}, "arc_easy: 3-shot needs more than 3 evaluated questions"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_writes_nothing(eval_cache, files_under, tiny, tokenizer, kwargs, message):
+    arguments = {"tasks": ["arc_easy"], "progress": False, **kwargs}
+    with pytest.raises(InvalidInputError) as error:
+        evaluate(tiny, tokenizer, **arguments)
+    assert message in str(error.value)
+    assert files_under(eval_cache) == set()
+
+
+def test_bad_models_and_mmlu_shots_are_clear_errors(eval_cache, files_under, tiny, tokenizer):
+    with pytest.raises(InvalidInputError, match="model must be a transformers causal LM"):
+        evaluate("smollm2-135m", tokenizer, ["boolq"])
+    with pytest.raises(InvalidInputError, match="tokenizer must be a transformers tokenizer"):
+        evaluate(tiny, "gpt2", ["boolq"])
+    with pytest.raises(InvalidInputError, match="mmlu takes at most 5 few-shot examples"):
+        evaluate(tiny, tokenizer, ["mmlu"], num_fewshot=6)
+    with pytest.raises(InvalidInputError, match="unknown task"):
+        write_task_configs(eval_cache / "configs", ["arc-easy"])
+    assert files_under(eval_cache) == set()
+
+
+def test_cli_writes_configs_and_evaluates_a_saved_model(eval_cache, tmp_path, tokenizer, capsys):
+    tiny_model("llama", num_layers=2).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    parser = argparse.ArgumentParser()
+    eval_commands.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["tasks", "--out", str(tmp_path / "configs"), "--tasks", "boolq,piqa", "--limit", "2"])
+    args.run(args)
+    assert sorted(p.name for p in (tmp_path / "configs").iterdir()) == ["lp_boolq.yaml", "lp_piqa.yaml"]
+    assert "--include_path" in capsys.readouterr().out
+    out = tmp_path / "results.json"
+    model = str(tmp_path / "model")
+    args = parser.parse_args(["evaluate", "--model", model, "--tasks", "piqa", "--limit", "2", "--out", str(out)])
+    args.run(args)
+    assert [row["metric"] for row in json.loads(out.read_text())["rows"]] == ["acc", "acc_norm"]
+    assert "| piqa | acc_norm |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        parser.parse_args(["evaluate", "--limit", "many"])
+    args = parser.parse_args(["evaluate", "--model", model, "--tasks", "pika"])
+    with pytest.raises(InvalidInputError, match="unknown task"):
+        args.run(args)
+
+
+@pytest.mark.integration
+def test_lm_eval_command_line_runs_the_written_configs_like_evaluate(eval_cache, tmp_path, tokenizer):
+    model = tiny_model("llama", num_layers=2)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    names = write_task_configs(tmp_path / "configs", ["arc_easy", "winogrande"], limit=2)
+    command = [
+        sys.executable,
+        "-m",
+        "lm_eval",
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={tmp_path / 'model'}",
+        "--device",
+        "cpu",
+        "--include_path",
+        str(tmp_path / "configs"),
+        "--tasks",
+        ",".join(names),
+        "--output_path",
+        str(tmp_path / "out"),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    subprocess.run(command, check=True, capture_output=True, cwd=tmp_path, env=env)
+    (output,) = (tmp_path / "out").rglob("results_*.json")
+    theirs = json.loads(output.read_text())["results"]
+    ours = evaluate(model, tokenizer, ["arc_easy", "winogrande"], limit=2, progress=False).rows
+    for row in ours:
+        assert theirs[f"lp_{row['task']}"][f"{row['metric']},none"] == pytest.approx(row["value"])
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The embedded default model from the real cache (session scope: loaded before any cache is isolated)."""
+    from layerprune.models import load_model
+
+    return load_model("smollm2-135m")
+
+
+@pytest.mark.integration
+def test_the_default_model_is_clearly_above_chance_on_arc_easy(eval_cache, default_model):
+    model, tokenizer = default_model
+    results = evaluate(model, tokenizer, ["arc_easy"], limit=200, num_fewshot=0, progress=False)
+    acc = next(row for row in results.rows if row["metric"] == "acc")
+    assert acc["n"] == 200 and acc["chance"] == 0.25
+    assert acc["value"] > 0.38
