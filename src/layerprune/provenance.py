@@ -6,6 +6,7 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
+from html import escape
 from importlib import metadata
 from typing import Any
 
@@ -54,18 +55,23 @@ class Provenance:
             "wall_time_s": round(time.perf_counter() - self.started, 1),
         }
 
-    def to_markdown(self) -> str:
-        """A collapsible box for the book page."""
+    def to_html(self) -> str:
+        """A compact box for the book page (HTML, which every notebook viewer and the book render alike)."""
         info = self.as_dict()
-        rows = "\n".join(f"| `{k}` | `{v!r}` |" for k, v in info["parameters"].items())
+        rows = "".join(
+            f"<tr><td><code>{escape(k)}</code></td><td><code>{escape(repr(v))}</code></td></tr>"
+            for k, v in info["parameters"].items()
+        )
         versions = ", ".join(f"{k} {v}" for k, v in info["packages"].items())
         return (
-            f"**Provenance** of this chapter ({info['chapter']}): wall time {info['wall_time_s']} s "
-            f"on {info['machine']}.\n\n| parameter | value |\n|---|---|\n{rows}\n\nPackages: {versions}.\n"
+            f"<div class='layerprune-provenance'><p><strong>Provenance</strong> of this chapter "
+            f"({escape(info['chapter'])}): wall time {info['wall_time_s']} s on {escape(info['machine'])}.</p>"
+            f"<table><thead><tr><th>parameter</th><th>value</th></tr></thead><tbody>{rows}</tbody></table>"
+            f"<p>Packages: {escape(versions)}.</p></div>"
         )
 
     def show(self) -> None:
         """Display the box in a notebook."""
-        from IPython.display import Markdown, display
+        from IPython.display import HTML, display
 
-        display(Markdown(self.to_markdown()))
+        display(HTML(self.to_html()))
