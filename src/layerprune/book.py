@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import shutil
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Any
 import yaml
 
 from .cache import atomic_file
-from .errors import InvalidInputError
+from .errors import ChapterError, InvalidInputError, LayerpruneError
 
 PROFILES = ("smoke", "default", "paper")
 GENERATED = Path("book") / "generated"
@@ -65,11 +66,16 @@ def parse_overrides(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
     return {key: yaml.safe_load(value) for key, value in pairs}
 
 
-def chapter_parameters(notebook: Path, layers: Sequence[Mapping[str, Any]], chapter: str) -> dict[str, Any]:
-    """The parameters for one notebook: later layers win; only names in its `parameters` cell are passed."""
+def _declared(notebook: Path) -> dict[str, dict[str, str]]:
+    """The notebook's `parameters` cell as papermill reads it: name -> inferred type, default, help."""
     import papermill
 
-    declared = papermill.inspect_notebook(str(notebook))
+    return papermill.inspect_notebook(str(notebook))
+
+
+def chapter_parameters(notebook: Path, layers: Sequence[Mapping[str, Any]], chapter: str) -> dict[str, Any]:
+    """The parameters for one notebook: later layers win; only names in its `parameters` cell are passed."""
+    declared = _declared(notebook)
     merged: dict[str, Any] = {}
     for layer in layers:
         merged |= layer.get("common", {})
@@ -77,15 +83,70 @@ def chapter_parameters(notebook: Path, layers: Sequence[Mapping[str, Any]], chap
     return {name: value for name, value in merged.items() if name in declared}
 
 
-def _check_known(root: Path, names: set[str]) -> None:
-    import papermill
+_KINDS: dict[type, str] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
+_TYPES: dict[str, type] = {kind.__name__: kind for kind in _KINDS}
 
-    known: set[str] = set()
-    for chapter in chapters(root):
-        known |= set(papermill.inspect_notebook(str(root / "notebooks" / f"{chapter}.ipynb")))
-    unknown = names - known
+
+def declared_type(spec: Mapping[str, str]) -> type | None:
+    """A parameter's type: papermill's inferred type (from an annotation), else that of its literal default.
+
+    None when neither is one of bool, int, float, str, list, dict (then any value is passed on).
+    """
+    if spec.get("inferred_type_name") in _TYPES:
+        return _TYPES[spec["inferred_type_name"]]
+    try:
+        default = ast.literal_eval(spec.get("default", ""))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return type(default) if type(default) in _TYPES.values() else None
+
+
+def _fits(kind: type, value: Any) -> bool:
+    """None fits every type (several parameters take it for "off" or "all"); an int fits a float."""
+    if value is None:
+        return True
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, list | tuple) if kind is list else isinstance(value, kind)
+
+
+def check_parameter_types(notebook: Path, parameters: Mapping[str, Any]) -> None:
+    """Raise InvalidInputError for a value whose type differs from that of the parameter's declared default."""
+    declared = _declared(notebook)
+    for name, value in parameters.items():
+        kind = declared_type(declared[name])
+        if kind is not None and not _fits(kind, value):
+            raise InvalidInputError(
+                f"book parameter {name!r} of {notebook.stem} must be {_KINDS[kind]} like its default "
+                f"{declared[name]['default']} (or None), got {type(value).__name__} {value!r}"
+            )
+
+
+def _check_known(root: Path, available: Sequence[str], user: Mapping[str, Any]) -> None:
+    """Every name the user set is a parameter of some chapter (of that chapter, for chapter sections)."""
+    declared = {chapter: set(_declared(root / "notebooks" / f"{chapter}.ipynb")) for chapter in available}
+    known = set().union(*declared.values())
+    unknown = set(user["common"]) - known
     if unknown:
         raise InvalidInputError(f"unknown book parameter(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    for chapter, values in user["chapters"].items():
+        if chapter not in declared:
+            raise InvalidInputError(f"parameters for unknown chapter {chapter!r}; chapters: {', '.join(available)}")
+        unknown = set(values or {}) - declared[chapter]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown parameter(s) {sorted(unknown)} for chapter {chapter}; "
+                f"its parameters: {', '.join(sorted(declared[chapter]))}"
+            )
 
 
 def run_book(
@@ -97,23 +158,32 @@ def run_book(
     only: Sequence[str] | None = None,
     build: bool = True,
 ) -> BookRun:
-    """Execute chapters into book/generated/ (atomically), then build the HTML book into _build/html."""
+    """Execute chapters into book/generated/ (atomically), then build the HTML book into _build/html.
+
+    Every parameter is checked (name and type) before the first chapter runs.
+    """
     root = Path(root).resolve()
     started = time.perf_counter()
+    available = chapters(root)
+    if not available:
+        raise InvalidInputError(f"{root} holds no chapter notebooks (notebooks/NN_*.ipynb); is --root the book's root?")
     user = load_parameter_file(parameter_file) if parameter_file else {"common": {}, "chapters": {}}
     command_line = {"common": dict(overrides or {}), "chapters": {}}
-    _check_known(root, set(user["common"]) | set(command_line["common"]))
-    available = chapters(root)
+    _check_known(root, available, {"common": user["common"] | command_line["common"], "chapters": user["chapters"]})
     selected = list(only) if only else available
     missing = [c for c in selected if c not in available]
     if missing:
         raise InvalidInputError(f"unknown chapter(s) {missing}; chapters: {', '.join(available)}")
     location = {"common": {"results_dir": str(root / "results" / profile)}, "chapters": {}}
     layers = [load_profile(profile), location, user, command_line]
-    run = BookRun()
+    planned: dict[str, dict[str, Any]] = {}
     for chapter in selected:
         notebook = root / "notebooks" / f"{chapter}.ipynb"
-        parameters = chapter_parameters(notebook, layers, chapter)
+        planned[chapter] = chapter_parameters(notebook, layers, chapter)
+        check_parameter_types(notebook, planned[chapter])
+    run = BookRun()
+    for chapter, parameters in planned.items():
+        notebook = root / "notebooks" / f"{chapter}.ipynb"
         run.executed[chapter] = execute_chapter(notebook, root / GENERATED / f"{chapter}.ipynb", parameters, root)
     if build:
         absent = [c for c in available if not (root / GENERATED / f"{c}.ipynb").exists()]
@@ -127,24 +197,41 @@ def run_book(
 
 
 def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any], root: Path) -> float:
-    """Run one notebook with papermill; the executed copy replaces `output` only if every cell succeeded."""
+    """Run one notebook with papermill; the executed copy replaces `output` only if every cell succeeded.
+
+    A cell that raises a LayerpruneError (bad parameter values) becomes a ChapterError, one line; any other
+    exception is re-raised with the cell's traceback.
+    """
     import papermill
+    from papermill.exceptions import PapermillExecutionError
 
     started = time.perf_counter()
     print(f"[book] executing {notebook.name} with {dict(parameters)}", flush=True)
     with atomic_file(output) as tmp:
-        papermill.execute_notebook(
-            str(notebook),
-            str(tmp),
-            parameters=dict(parameters),
-            kernel_name="python3",
-            cwd=str(root),
-            progress_bar=True,
-            language="python",
-        )
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(tmp),
+                parameters=dict(parameters),
+                kernel_name="python3",
+                cwd=str(root),
+                progress_bar=True,
+                language="python",
+            )
+        except PapermillExecutionError as error:
+            if error.ename not in _error_names(LayerpruneError):
+                raise
+            raise ChapterError(
+                f"chapter {notebook.stem} stopped in cell {error.exec_count}: {error.ename}: {error.evalue}"
+            ) from None
     seconds = time.perf_counter() - started
     print(f"[book] {notebook.name}: {seconds:.1f} s", flush=True)
     return seconds
+
+
+def _error_names(base: type) -> set[str]:
+    """The names of `base` and all its subclasses."""
+    return {base.__name__}.union(*(_error_names(sub) for sub in base.__subclasses__()))
 
 
 def build_html(root: Path, strict: bool = True) -> Path:

@@ -39,23 +39,32 @@ def text_documents(paths: Iterable[str | Path]) -> list[Document]:
     files: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            files.extend(sorted(entry.rglob("*.txt")))
+            files.extend(sorted(f for f in entry.rglob("*.txt") if f.is_file()))
         elif entry.is_file():
             files.append(entry)
         else:
             raise InvalidInputError(f"corpus path {str(entry)!r} does not exist")
-    documents = [Document(str(f), f.read_text(encoding="utf-8", errors="replace")) for f in files]
+    documents = [Document(str(f), _read_text(f)) for f in files]
     documents = [d for d in documents if d.text.strip()]
     if not documents:
         raise InvalidInputError(f"the corpus {[str(p) for p in paths]} holds no non-empty .txt document")
     return sorted(documents, key=lambda d: d.name)
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as error:
+        raise InvalidInputError(f"cannot read corpus file {str(path)!r} ({error.strerror or error})") from None
+
+
 def load_documents(corpus: str | Path | Sequence[str | Path] = "sotu") -> list[Document]:
     """``"sotu"`` (the embedded default), a text file, a directory of .txt files, or a list of them."""
     if isinstance(corpus, str) and corpus == "sotu":
         return sotu_documents()
-    paths = [corpus] if isinstance(corpus, str | Path) else list(corpus)
+    paths = [corpus] if isinstance(corpus, str | Path) else corpus
+    if not isinstance(paths, Sequence) or not all(isinstance(path, str | Path) for path in paths):
+        raise InvalidInputError(f"corpus must be 'sotu', a path, or a list of paths, got {corpus!r}")
     return text_documents(paths)
 
 

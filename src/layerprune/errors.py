@@ -19,3 +19,7 @@ class UnsupportedArchitectureError(LayerpruneError):
 
 class ModelLoadError(LayerpruneError):
     """A model name or path could not be resolved to a model."""
+
+
+class ChapterError(LayerpruneError):
+    """A book chapter stopped on a LayerpruneError (e.g. a parameter value that is not allowed)."""

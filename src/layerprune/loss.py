@@ -48,8 +48,8 @@ def heldout_loss(
     """Token-weighted mean cross-entropy of `blocks` ([N, T] token ids, every token real) under `model`."""
     if not isinstance(blocks, torch.Tensor) or blocks.dim() != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
         raise InvalidInputError("blocks must be a non-empty [N, T] tensor of token ids with T >= 2")
-    if batch_size < 1:
-        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     was_training = model.training
     model.eval()
     device = model_device(model)

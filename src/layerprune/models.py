@@ -113,6 +113,8 @@ def load_model(
     config = _load_config(source, name_or_path)
     adapter_for_model_type(config.model_type)
     model = load_causal_lm(source, dtype=dtype, device=device, quantization=quantization)
+    if str(name_or_path) in EMBEDDED_MODELS or str(name_or_path) in TINY_NAMES:
+        model.config.name_or_path = str(name_or_path)  # the name, not its machine-specific cache directory
     return model, load_tokenizer(source)
 
 

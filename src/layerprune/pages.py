@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cache import atomic_file
 from .errors import InvalidInputError
 
 CHROMIUM_ARGS = (
@@ -103,7 +104,7 @@ def _check(browser, url: str, name: str, screenshots: str | Path | None) -> Page
     report.math = page.evaluate("() => document.querySelectorAll('mjx-container').length")
     if screenshots is not None:
         target = Path(screenshots) / (name.replace("/", "_").removesuffix(".html") + ".png")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(target), full_page=True)
+        with atomic_file(target) as tmp:
+            page.screenshot(path=str(tmp), full_page=True)
     page.close()
     return report

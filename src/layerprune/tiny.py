@@ -21,7 +21,7 @@ from transformers import (
 )
 from transformers.models.gemma3 import Gemma3TextConfig
 
-from .cache import atomic_dir, cache_path, file_lock
+from .cache import atomic_dir, cache_path, file_lock, is_complete, write_manifest
 from .errors import InvalidInputError
 
 SPECIAL_TOKENS = ("<pad>", "<s>", "</s>")
@@ -111,15 +111,19 @@ TINY_PREFIX = "tiny-"
 
 
 def tiny_model_dir(family: str, num_layers: int = 8, hidden: int = 64) -> Path:
-    """A saved tiny random model with the byte tokenizer, in the cache (loadable as ``"tiny-<family>"``)."""
+    """A saved tiny random model with the byte tokenizer, in the cache (loadable as ``"tiny-<family>"``).
+
+    It is saved atomically with a manifest of file sizes; one that is incomplete or damaged is saved again.
+    """
     if family not in TINY_FAMILIES:
         raise InvalidInputError(f"no tiny model {TINY_PREFIX}{family}; available: {', '.join(TINY_NAMES)}")
     target = cache_path("models", f"{TINY_PREFIX}{family}-{num_layers}x{hidden}")
     with file_lock(target):
-        if not (target / "config.json").is_file():
+        if not is_complete(target):
             with atomic_dir(target) as tmp:
                 tiny_model(family, num_layers, hidden).save_pretrained(tmp)
                 byte_tokenizer().save_pretrained(tmp)
+                write_manifest(tmp, {"name": f"{TINY_PREFIX}{family}", "layers": num_layers, "hidden": hidden})
     return target
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import evaluation, tasks
 from ..assets import DEFAULT_MODEL
-from ..cache import write_json_atomic
+from ..cache import check_writable, write_json_atomic
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -54,6 +54,8 @@ def _evaluate(args: argparse.Namespace) -> None:
     from ..models import load_model
 
     names, _ = evaluation.check_arguments(args.tasks, args.limit, args.num_fewshot, args.seed, args.batch_size)
+    if args.out:
+        check_writable(args.out)
     model, tokenizer = load_model(args.model, device=args.device)
     results = evaluation.evaluate(
         model,
@@ -72,6 +74,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _write_configs(args: argparse.Namespace) -> None:
+    check_writable(args.out, directory=True)
     names = tasks.write_task_configs(
         args.out, args.tasks, limit=args.limit, seed=args.seed, num_fewshot=args.num_fewshot
     )

@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..cache import atomic_dir, write_json_atomic
+from ..cache import atomic_dir, check_writable, write_json_atomic
 from ..data import corpus_blocks
 from ..errors import InvalidInputError
 from ..models import QUANTIZATIONS, load_tokenizer, resolve_source
@@ -63,6 +63,7 @@ def run_heal(args: argparse.Namespace) -> None:
     from ..healing import Processes, heal
 
     settings = _preset_settings(args)
+    check_writable(args.out, directory=True)
     tokenizer = load_tokenizer(resolve_source(args.model))
     blocks = corpus_blocks(
         tokenizer,
@@ -103,10 +104,16 @@ def run_merge(args: argparse.Namespace) -> None:
     log = args.heal_dir / "heal.json"
     if not log.is_file():
         raise InvalidInputError(f"{args.heal_dir} holds no heal.json: is it the --out directory of `layerprune heal`?")
-    summary = json.loads(log.read_text())
-    healing = summary["healing"]
-    quantization = None if healing["quantization"] == "none" else healing["quantization"]
-    base = load_base(summary["model"], quantization, Processes.current().device)
+    check_writable(args.out or args.heal_dir / "merged", directory=True)
+    try:
+        summary = json.loads(log.read_text())
+        healing, source = summary["healing"], summary["model"]
+        quantization = None if healing["quantization"] == "none" else healing["quantization"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise InvalidInputError(
+            f"{log} is damaged ({type(error).__name__}: {error}); run `layerprune heal` again to rewrite it"
+        ) from None
+    base = load_base(source, quantization, Processes.current().device)
     base.config.layerprune = {**(getattr(base.config, "layerprune", None) or {}), "healing": healing}
     model = PeftModel.from_pretrained(base, args.heal_dir / "adapter")
     _save_merged(model, load_tokenizer(str(args.heal_dir / "adapter")), args.out or args.heal_dir / "merged")

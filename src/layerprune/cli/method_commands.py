@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ..adapters import get_adapter
-from ..cache import atomic_dir
+from ..cache import atomic_dir, check_writable
 from ..data import corpus_blocks
 from ..errors import InvalidInputError
 from ..identity import model_identity
@@ -75,6 +75,7 @@ def _selection_options(parser: argparse.ArgumentParser) -> None:
 def _profile(args: argparse.Namespace) -> None:
     if args.out.is_dir():
         raise InvalidInputError(f"--out {args.out} is a directory; name the profile's JSON file")
+    check_writable(args.out)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     profile = _measure(args, model, tokenizer)
     profile.save(args.out)
@@ -89,6 +90,7 @@ def _select(args: argparse.Namespace) -> None:
 
 def _prune(args: argparse.Namespace) -> None:
     _check_new_dir(args.out)
+    check_writable(args.out, directory=True)
     _check_size(args)
     saved = None if args.profile is None else DistanceProfile.load(args.profile)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
