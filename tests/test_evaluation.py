@@ -69,9 +69,12 @@ def test_every_task_runs_end_to_end_into_a_tidy_table(eval_cache, tiny, tokenize
         assert row["n"] == SMALL[row["task"]]
         assert row["chance"] == pytest.approx(CHANCE[row["task"]])
         assert row["shots"] == (5 if row["task"] == "mmlu" else 0)
+        assert row["stderr"] is not None  # MMLU with one question per subject: the binomial stderr
     metrics = {(row["task"], row["metric"]) for row in results.rows}
     assert ("arc_easy", "acc_norm") in metrics and ("hellaswag", "acc_norm") in metrics
     assert ("boolq", "acc_norm") not in metrics and ("winogrande", "acc_norm") not in metrics
+    headline = {row["task"]: row["metric"] for row in results.rows if row["headline"]}
+    assert headline == {name: "acc_norm" if name in ("arc_challenge", "hellaswag") else "acc" for name in TASK_NAMES}
     assert results.headline().keys() == set(TASK_NAMES)
     assert results.to_markdown().splitlines()[0] == "| " + " | ".join(COLUMNS) + " |"
     assert results.to_csv().splitlines()[0] == ",".join(COLUMNS)

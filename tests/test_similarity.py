@@ -75,6 +75,17 @@ def test_profile_records_the_model_and_runs_without_the_lm_head():
     assert np.isnan(profile.mean[LAYERS, 1]) and np.isfinite(profile.mean[LAYERS, 0])
 
 
+def test_a_known_identity_is_used_without_hashing_the_weights(monkeypatch):
+    from layerprune import similarity
+
+    model = tiny_model("llama", num_layers=LAYERS)
+    expected = profile_distances(model, _ids(3, 8), progress=False)
+    monkeypatch.setattr(similarity, "model_identity", lambda _: pytest.fail("the weights were hashed"))
+    profile = profile_distances(model, _ids(3, 8), progress=False, identity=expected.model_identity)
+    assert profile.model_identity == expected.model_identity
+    np.testing.assert_array_equal(profile.mean, expected.mean)
+
+
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text", "gpt_neox"])
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_padded_batches_give_the_profile_of_each_sequence_alone(family, side, tokenizer):

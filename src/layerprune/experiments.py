@@ -3,6 +3,7 @@ blocks and every setting, so a rerun with the same parameters reuses it."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .cache import cache_path, stable_hash
+from .cache import cache_path, file_lock, stable_hash
 from .evaluation import evaluate
 from .healing import HealResult, heal
 from .identity import model_identity
@@ -19,7 +20,7 @@ from .lens import LogitLens, logit_lens
 from .loss import HeldoutLoss, heldout_loss
 from .memo import cached, tensor_digest
 from .selection import layers_for_fraction, select_block
-from .similarity import DistanceProfile, profile_distances
+from .similarity import DistanceProfile, model_name, profile_distances
 from .surgery import prune
 from .tasks import TASKS, resolve_tasks
 
@@ -39,15 +40,19 @@ def cached_profile(
     batch_size: int = 8,
     progress: bool = True,
 ) -> DistanceProfile:
-    """`profile_distances`, cached."""
-    key = {"model": model_identity(model), "blocks": _digest(blocks), "token": token, "metric": metric}
-    return cached(
+    """`profile_distances`, cached; the profile carries this model's name even when another run computed it."""
+    identity = model_identity(model)
+    key = {"model": identity, "blocks": _digest(blocks), "token": token, "metric": metric}
+    profile = cached(
         "profile",
         key,
-        lambda: profile_distances(model, blocks, token=token, metric=metric, batch_size=batch_size, progress=progress),
+        lambda: profile_distances(
+            model, blocks, token=token, metric=metric, batch_size=batch_size, progress=progress, identity=identity
+        ),
         encode=DistanceProfile.to_dict,
         decode=DistanceProfile.from_dict,
     )
+    return dataclasses.replace(profile, model_name=model_name(model))
 
 
 def cached_logit_lens(
@@ -116,16 +121,17 @@ def heal_cached(
     resumes from (or simply reloads) the last checkpoint instead of training again."""
     key = {"model": model_identity(model), "blocks": tensor_digest(blocks), "seed": seed, **settings}
     directory = cache_path("heal", stable_hash(key))
-    return heal(model, tokenizer, blocks, seed=seed, checkpoint_dir=directory, progress=progress, **settings)
+    with file_lock(directory):  # another process healing the same model waits, then reloads the final checkpoint
+        return heal(model, tokenizer, blocks, seed=seed, checkpoint_dir=directory, progress=progress, **settings)
 
 
 def _scores(
-    model: nn.Module, tokenizer, tasks: Sequence[str], limits: Mapping[str, int], seed: int, batch_size: int
+    model: nn.Module, tokenizer, tasks: Sequence[str], settings: Mapping[str, Any], identity: str
 ) -> dict[str, Any]:
-    """Headline value and stderr of each task, as flat columns."""
-    results = evaluate(
-        model, tokenizer, list(tasks), limit=dict(limits), seed=seed, batch_size=batch_size, progress=False
-    )
+    """Headline value and stderr of each task, as flat columns (`settings`: keyword arguments of `evaluate`)."""
+    if not tasks:
+        return {}
+    results = evaluate(model, tokenizer, list(tasks), identity=identity, progress=False, **settings)
     flat: dict[str, Any] = {}
     for row in results.rows:
         if row["headline"]:
@@ -146,11 +152,16 @@ def sweep(
     tasks: Sequence[str] = (),
     limits: Mapping[str, int] | None = None,
     heal_settings: Mapping[str, Any] | None = None,
+    num_fewshot: int | None = None,
     seed: int = 0,
     batch_size: int = 8,
 ) -> list[dict[str, Any]]:
     """The results grid: for each fraction x strategy, the pruned model's held-out loss and task scores, and the
-    same after healing for the fractions in `heal_fractions`. Fraction 0 is the unpruned model (one row)."""
+    same after healing for the fractions in `heal_fractions`. Fraction 0 is the unpruned model (one row).
+
+    `num_fewshot` is passed to `evaluate` (None: each task's default, MMLU 5-shot and the others 0-shot).
+    """
+    evaluation = {"limit": dict(limits or {}), "num_fewshot": num_fewshot, "seed": seed, "batch_size": batch_size}
     rows = []
     grid = [(f, s) for f in fractions for s in strategies if f > 0] + [(0.0, "none")] * (0 in fractions)
     for fraction, strategy in tqdm(sorted(grid), desc="sweep"):
@@ -168,7 +179,10 @@ def sweep(
                 )
             )
         for healed, candidate in variants:
-            loss = cached_heldout_loss(candidate, blocks["heldout"], batch_size=batch_size, progress=False)
+            identity = model_identity(candidate)
+            loss = cached_heldout_loss(
+                candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
+            )
             rows.append(
                 {
                     "fraction": fraction,
@@ -179,7 +193,7 @@ def sweep(
                     "parameters": sum(p.numel() for p in pruned.parameters()),
                     "loss": loss.loss,
                     "normalized loss": loss.normalized,
-                    **_scores(candidate, tokenizer, tasks, limits or {}, seed, batch_size),
+                    **_scores(candidate, tokenizer, tasks, evaluation, identity),
                 }
             )
     return rows

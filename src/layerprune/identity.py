@@ -27,5 +27,6 @@ def model_identity(model: nn.Module) -> str:
             continue
         data = tensor.detach().to("cpu").contiguous()
         digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        if data.numel():
+            digest.update(memoryview(data.view(torch.uint8).numpy()))  # hashed in place, not copied
     return digest.hexdigest()

@@ -141,12 +141,14 @@ def profile_distances(
     metric: str = "angular",
     batch_size: int = 8,
     progress: bool = True,
+    identity: str | None = None,
 ) -> DistanceProfile:
     """D[n, l] for every n = 1..L and l = 0..L-n, from one forward pass of the base model (no LM head).
 
     `blocks` is an [N, T] tensor of token ids, or a mapping (e.g. a BatchEncoding) with `input_ids` and an
     optional `attention_mask`; left or right padding both work. Forward pre-hooks capture each layer's input,
-    a forward hook the last layer's output; only the vectors needed are kept.
+    a forward hook the last layer's output; only the vectors needed are kept. `identity` is the model's
+    `model_identity` when the caller already has it (hashing the weights is skipped).
     """
     _check_choice("token", token, TOKENS)
     _check_choice("metric", metric, METRICS)
@@ -175,7 +177,8 @@ def profile_distances(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    return _profile(model, sums.cpu(), squares.cpu(), ids.shape[0], token, metric)
+    identity = identity or model_identity(model)
+    return _profile(model, sums.cpu(), squares.cpu(), ids.shape[0], token, metric, identity)
 
 
 def _inputs(blocks: torch.Tensor | Mapping[str, torch.Tensor], config) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -315,8 +318,13 @@ def pair_distance(a: torch.Tensor, b: torch.Tensor, metric: str = "angular") -> 
     return 2 * torch.atan2(gap, (a + b).norm(dim=-1)) / math.pi
 
 
+def model_name(model: nn.Module) -> str:
+    """The name or directory the model was loaded from ("" if unknown)."""
+    return str(getattr(model.config, "_name_or_path", "") or "")
+
+
 def _profile(
-    model: nn.Module, sums: torch.Tensor, squares: torch.Tensor, count: int, token: str, metric: str
+    model: nn.Module, sums: torch.Tensor, squares: torch.Tensor, count: int, token: str, metric: str, identity: str
 ) -> DistanceProfile:
     layers = sums.shape[0] - 1
     valid = torch.ones(layers + 1, layers + 1, dtype=torch.bool).triu().flip(-1)
@@ -328,8 +336,8 @@ def _profile(
         std=torch.where(valid, std, nan).numpy(),
         num_sequences=count,
         num_layers=layers,
-        model_identity=model_identity(model),
-        model_name=str(getattr(model.config, "_name_or_path", "") or ""),
+        model_identity=identity,
+        model_name=model_name(model),
         token=token,
         metric=metric,
     )

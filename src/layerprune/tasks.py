@@ -9,8 +9,9 @@ clash with lm-eval's built-ins; layerprune exposes the short names in `TASKS`.
 
 Splits: MMLU is scored on its test split with the first 5 questions of each subject's dev split as few-shot
 examples (lm-eval's ``first_n`` sampler). The other benchmarks ship only their validation split, which is what
-they are scored on (lm-eval scores ARC on its test split, the others on validation too); few-shot examples for
-them, when asked for, come from the evaluated questions themselves, never the question being asked.
+they are scored on (lm-eval's standard ARC tasks score the test split; BoolQ, PIQA, HellaSwag and Winogrande use
+validation there too). Few-shot examples for them, when asked for, are drawn (seeded) from the evaluated
+questions themselves, never the question being asked.
 
 Subsampling (`limit`): the questions are a seeded random subset, listed explicitly (``indices``) in the
 configuration, so the same limit and seed always give the same questions. For MMLU the limit is spread evenly
@@ -47,7 +48,8 @@ class FunctionRef(str):
 
 
 class _Dumper(yaml.SafeDumper):
-    pass
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def _represent_str(dumper: yaml.SafeDumper, text: str) -> yaml.ScalarNode:
@@ -131,13 +133,13 @@ TASKS: dict[str, TaskSpec] = {
                 "metric_list": [_ACC],
             },
         ),
-        TaskSpec("arc_easy", "ai2_arc/ARC-Easy", 4, "acc_norm", _ARC),
+        TaskSpec("arc_easy", "ai2_arc/ARC-Easy", 4, "acc", _ARC),
         TaskSpec("arc_challenge", "ai2_arc/ARC-Challenge", 4, "acc_norm", _ARC),
         TaskSpec(
             "piqa",
             "piqa/plain_text",
             2,
-            "acc_norm",
+            "acc",
             {
                 "output_type": "multiple_choice",
                 "doc_to_text": "Question: {{goal}}\nAnswer:",
