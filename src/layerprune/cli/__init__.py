@@ -7,9 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import LayerpruneError
-from . import assets_commands, book_commands, eval_commands, heal_commands, method_commands
+from . import assets_commands, book_commands, course_commands, eval_commands, heal_commands, method_commands
 
-COMMAND_GROUPS = (assets_commands, method_commands, heal_commands, eval_commands, book_commands)
+COMMAND_GROUPS = (assets_commands, method_commands, heal_commands, eval_commands, book_commands, course_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
