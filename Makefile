@@ -4,16 +4,20 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.layerprune-installed
 
-.PHONY: setup assets test lint book help
+.PHONY: setup assets test lint book bench help
 
 PROFILE ?= default
 MODEL   ?=
 BOOK_ARGS := --profile $(PROFILE) $(if $(MODEL),-p model $(MODEL))
+BENCH_PROFILE ?= smoke
+BENCH_ARGS ?=
+BENCH_MODEL := $(if $(MODEL),--model $(MODEL))
 
 help:
 	@echo "make setup  - create $(VENV), install the pinned stack, fetch and convert the embedded assets"
 	@echo "make test   - setup, then run the test suite"
 	@echo "make book   - setup, execute the notebooks (PROFILE=default, MODEL=...), build _build/html"
+	@echo "make bench  - setup, run every benchmark in bench/ (MODEL=..., BENCH_PROFILE=smoke for the book's timing)"
 	@echo "make lint   - ruff over src, tests, bench and notebooks"
 
 setup: $(STAMP) assets
@@ -36,3 +40,10 @@ lint: $(STAMP)
 
 book: setup
 	$(BIN)/layerprune book $(BOOK_ARGS)
+
+bench: setup
+	$(BIN)/python bench/profiling.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/inference.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/healing.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/evaluation.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/book.py --profile $(BENCH_PROFILE)

@@ -1,0 +1,115 @@
+"""The book's wall time: `layerprune book` (execute every chapter, build the HTML) run twice in a copy of the
+book's sources with a fresh LAYERPRUNE_CACHE: cold (no result cached, no model converted) then warm (the same
+cache). The downloaded wheels are linked into the fresh cache, so no download time is counted.
+
+--model runs every chapter on that model instead of the profile's. The smoke profile (tiny model) takes a few
+minutes; the default profile about 30 minutes cold on a 2-core CPU: `python bench/book.py --profile default`."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import _common
+
+from layerprune.benchmarks import Report
+from layerprune.book import PROFILES
+from layerprune.cache import cache_root
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = ("_config.yml", "_toc.yml", "notebooks", "book")
+CHAPTER_LINE = re.compile(r"^\[book\] (\S+)\.ipynb: ([\d.]+) s$", re.MULTILINE)
+
+
+def copy_sources(work: Path) -> None:
+    """The book's sources, without executed chapters, into a new directory `work`."""
+    work.mkdir()
+    for name in SOURCES:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, work / name, ignore=shutil.ignore_patterns("generated"))
+        else:
+            shutil.copy(source, work / name)
+
+
+def fresh_cache(cache: Path) -> None:
+    """An empty cache that shares the current cache's downloaded wheels (if any)."""
+    cache.mkdir(parents=True)
+    wheels = cache_root() / "wheels"
+    if wheels.is_dir():
+        (cache / "wheels").symlink_to(wheels, target_is_directory=True)
+
+
+@dataclass
+class BookRun:
+    """One `layerprune book`: wall seconds, exit code, and its output."""
+
+    seconds: float
+    code: int
+    output: str
+
+    def chapters(self) -> dict[str, float]:
+        """Seconds per executed chapter, as the book runner reports them ("[book] NN_name.ipynb: S s")."""
+        return {name: float(seconds) for name, seconds in CHAPTER_LINE.findall(self.output)}
+
+
+def run_book(work: Path, cache: Path, profile: str, model: str | None) -> BookRun:
+    """`layerprune book --profile <profile>` in `work` with `cache` (every chapter on `model` if given)."""
+    command = [str(Path(sys.executable).with_name("layerprune")), "book", "--root", str(work), "--profile", profile]
+    command += ["-p", "model", model] if model else []
+    env = os.environ | {"LAYERPRUNE_CACHE": str(cache)}
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, check=False)
+    return BookRun(time.perf_counter() - started, done.returncode, done.stdout + done.stderr)
+
+
+def report(cold: BookRun, warm: BookRun, profile: str) -> Report:
+    """Seconds per chapter and in all, cold and warm; "rest" is everything else (start-up, the HTML build)."""
+    cold_chapters, warm_chapters = cold.chapters(), warm.chapters()
+    rows = [
+        {"part": name, "cold s": cold_chapters[name], "warm s": warm_chapters.get(name, math.nan)}
+        for name in cold_chapters
+    ]
+    rows.append(
+        {
+            "part": "rest (start-up, HTML build)",
+            "cold s": cold.seconds - sum(cold_chapters.values()),
+            "warm s": warm.seconds - sum(warm_chapters.values()),
+        }
+    )
+    rows.append({"part": "make book, in all", "cold s": cold.seconds, "warm s": warm.seconds})
+    for row in rows:
+        row["warm / cold"] = row["warm s"] / row["cold s"]
+    return Report(f"make book wall time, {profile} profile (exit codes {cold.code}, {warm.code})", rows)
+
+
+def main() -> None:
+    parser = _common.parser(__doc__, model=None, threads=0)  # the book as `make book` runs it: every core
+    parser.add_argument("--profile", choices=PROFILES, default="smoke", help="book profile (default smoke)")
+    args = parser.parse_args()
+    _common.start(args, f"book ({args.profile} profile)")
+    with tempfile.TemporaryDirectory(prefix="layerprune-book-bench-") as tmp:
+        work, cache = Path(tmp) / "work", Path(tmp) / "cache"
+        copy_sources(work)
+        fresh_cache(cache)
+        runs = []
+        for name in ("cold", "warm"):
+            runs.append(run_book(work, cache, args.profile, args.model))
+            print(f"{name}: {runs[-1].seconds:.1f} s, exit code {runs[-1].code}", flush=True)
+        _common.show(report(*runs, args.profile))
+        failed = [run for run in runs if run.code]
+        if failed:
+            print(f"the book failed; the end of its output:\n{failed[0].output[-4000:]}", flush=True)
+            sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
