@@ -4,13 +4,16 @@ a constructed case, the baseline's distances, and the GPU script's CPU path. No 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
+import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -215,3 +218,42 @@ def test_gpu_script_runs_its_whole_path_on_a_cpu():
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("== profiling:") == 2 and done.stdout.count("== pruned inference") == 2
     assert "## 4-bit NF4" in done.stdout
+
+
+def test_a_cached_report_is_measured_once_per_machine(model, blocks, isolated_cache, monkeypatch):
+    measured = []
+    measure = benchmarks.profiling_speed.__wrapped__
+
+    @functools.wraps(measure)
+    def counting(*args, **kwargs):
+        measured.append(1)
+        return measure(*args, **kwargs)
+
+    cached_speed = benchmarks.cacheable("profiling")(counting)
+    first = cached_speed(model, blocks, batch_size=3, repeats=1, progress=False, cache=True)
+    again = cached_speed(model, blocks, batch_size=3, repeats=1, progress=True, cache=True)
+    assert len(measured) == 1 and json.dumps(again.to_dict()) == json.dumps(first.to_dict())  # NaN included
+    assert list(again.table().columns) == list(first.table().columns)
+    assert [check.met for check in again.checks] == [check.met for check in first.checks]
+    cached_speed(model, blocks, batch_size=3, repeats=2, progress=False, cache=True)
+    assert len(measured) == 2  # another setting: measured again
+    monkeypatch.setattr(benchmarks, "timing_machine", lambda: {"cpu": "another"})
+    cached_speed(model, blocks, batch_size=3, repeats=1, progress=False, cache=True)
+    assert len(measured) == 3  # another machine: measured again
+    cached_speed(model, blocks, batch_size=3, repeats=1, progress=False)
+    assert len(measured) == 4  # cache off: always measured
+
+
+def test_report_survives_json(model, blocks):
+    report = benchmarks.inference_speed(model, blocks[:1], new_tokens=2, fractions=[0, 0.5], repeats=1, progress=False)
+    restored = benchmarks.Report.from_dict(json.loads(json.dumps(report.to_dict())))
+    pd.testing.assert_frame_equal(restored.table(), report.table())
+    pd.testing.assert_frame_equal(restored.goals(), report.goals())
+
+
+def test_pruned_speed_is_cached(model, blocks, isolated_cache):
+    profile = lp.profile_distances(model, blocks, progress=False)
+    first = lp.experiments.pruned_speed(model, profile, blocks[:2], [0.0, 0.5], repeats=1)
+    again = lp.experiments.pruned_speed(model, profile, blocks[:2], [0.0, 0.5], repeats=1)
+    assert again == first and [list(row) for row in again] == [list(row) for row in first]  # same column order
+    assert [row["n"] for row in first] == [0, 2] and first[1]["parameters"] < first[0]["parameters"]

@@ -13,8 +13,10 @@ the resident set at once.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import gc
+import inspect
 import json
 import math
 import os
@@ -37,9 +39,11 @@ import torch
 from torch import nn
 
 from .adapters import get_adapter
+from .cache import stable_hash
 from .data import corpus_blocks
 from .identity import model_identity
 from .loss import model_device
+from .memo import cached, decode_records, encode_records, tensor_digest
 from .selection import layers_for_fraction, profile_free_block, select_block
 from .similarity import DistanceProfile, pair_distance, profile_distances
 from .surgery import prune
@@ -82,6 +86,11 @@ def machine() -> dict[str, Any]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
+
+
+def timing_machine() -> dict[str, Any]:
+    """What a timing depends on (`machine()` without the passing load): part of the key of a cached timing."""
+    return {key: value for key, value in machine().items() if key != "load average (1 min)"}
 
 
 def describe_machine() -> str:
@@ -295,12 +304,61 @@ class Report:
     def goals(self) -> pd.DataFrame:
         return pd.DataFrame([check.as_dict() for check in self.checks], columns=["measure", "value", "goal", "met"])
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (`from_dict` is the inverse)."""
+        rows = encode_records([{key: _plain(value) for key, value in row.items()} for row in self.rows])
+        return {"title": self.title, "rows": rows, "checks": [dataclasses.asdict(check) for check in self.checks]}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> Report:
+        return cls(payload["title"], decode_records(payload["rows"]), [Check(**check) for check in payload["checks"]])
+
     def text(self) -> str:
         """The report as plain text, for the bench scripts."""
         parts = [f"== {self.title}", self.table().to_string(index=False)]
         if self.checks:
             parts += ["-- goals", self.goals().to_string(index=False)]
         return "\n".join(parts) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (for JSON)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def key_part(value: Any) -> Any:
+    """A JSON-able stand-in for an argument in a cache key: a model's identity, a tensor's or profile's digest."""
+    if isinstance(value, nn.Module):
+        return model_identity(value)
+    if isinstance(value, torch.Tensor):
+        return tensor_digest(value)
+    if isinstance(value, DistanceProfile):
+        return stable_hash(value.to_dict())
+    return value
+
+
+def cacheable(kind: str) -> Callable[[Callable[..., Report]], Callable[..., Report]]:
+    """Give a benchmark a `cache` keyword: with `cache=True` its report is cached like the book's other results,
+    keyed by every argument (models by identity, tensors by digest) and by this machine (`timing_machine`), so a
+    rerun with the same parameters on the same machine shows the numbers measured the first time."""
+
+    def decorate(function: Callable[..., Report]) -> Callable[..., Report]:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def run(*args: Any, cache: bool = False, **kwargs: Any) -> Report:
+            if not cache:
+                return function(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            key = {name: key_part(value) for name, value in bound.arguments.items() if name != "progress"}
+            key["machine"] = timing_machine()
+            measure = functools.partial(function, *args, **kwargs)
+            return cached(f"bench-{kind}", key, measure, encode=Report.to_dict, decode=Report.from_dict)
+
+        return run
+
+    return decorate
 
 
 def _significant(value: Any, digits: int = 4) -> Any:
@@ -363,6 +421,7 @@ def spread(count: int, total: int) -> list[int]:
     return sorted({round(float(x)) for x in np.linspace(1, total, min(count, total))})
 
 
+@cacheable("profiling")
 def profiling_speed(
     model: nn.Module,
     blocks: torch.Tensor,
@@ -485,6 +544,7 @@ def memory_report(rows: Sequence[Mapping[str, Any]], title: str) -> Report:
     return Report(title, [dict(row) for row in rows], checks)
 
 
+@cacheable("memory")
 def profiling_memory(
     model: str,
     *,
@@ -652,6 +712,7 @@ def pruned_models(
     return pruned
 
 
+@cacheable("inference")
 def inference_speed(
     model: nn.Module,
     prompt: torch.Tensor,

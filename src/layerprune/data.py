@@ -117,8 +117,8 @@ def tokenize_blocks(
     width = block_size - len(prefix)
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     stream: list[int] = []
-    for document in documents:
-        stream.extend(tokenizer(document.text, add_special_tokens=False)["input_ids"])
+    for ids in tokenizer([document.text for document in documents], add_special_tokens=False)["input_ids"]:
+        stream.extend(ids)  # one batched call: a fast tokenizer encodes the documents in parallel
         stream.extend(separator)
     count = len(stream) // width
     if count == 0:

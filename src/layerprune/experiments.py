@@ -12,13 +12,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .benchmarks import key_part, timing_machine
 from .cache import cache_path, file_lock, stable_hash
 from .evaluation import evaluate
+from .generation import greedy_generate
 from .healing import HealResult, heal
 from .identity import model_identity
 from .lens import LogitLens, logit_lens
 from .loss import HeldoutLoss, heldout_loss
-from .memo import cached, tensor_digest
+from .memo import cached, decode_records, encode_records, tensor_digest
 from .selection import layers_for_fraction, select_block
 from .similarity import DistanceProfile, model_name, profile_distances
 from .surgery import prune
@@ -94,13 +96,17 @@ def pruned_losses(
     batch_size: int = 8,
 ) -> list[dict[str, Any]]:
     """Held-out loss (not healed) after removing each fraction of layers with each strategy, one row each."""
+    identity = model_identity(model)
     rows = []
     for fraction in tqdm(fractions, desc="fractions", leave=False):
         n = layers_for_fraction(profile.num_layers, fraction)
         for strategy in strategies:
             chosen = select_block(profile, n, strategy, seed=seed) if n else None
-            pruned = prune(model, chosen.layers, strategy=strategy) if chosen else model
-            loss = cached_heldout_loss(pruned, blocks, batch_size=batch_size, progress=False)
+            layers = chosen.layers if chosen else ()
+            pruned = prune(model, layers, strategy=strategy) if layers else model
+            loss = cached_heldout_loss(
+                pruned, blocks, batch_size=batch_size, progress=False, identity=pruned_identity(identity, layers)
+            )
             rows.append(
                 {
                     "fraction": fraction,
@@ -112,6 +118,24 @@ def pruned_losses(
                 }
             )
     return rows
+
+
+def cached_generations(model: nn.Module, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 40) -> list[str]:
+    """`greedy_generate`, cached by the model's identity, the prompts and the length."""
+    key = {"model": model_identity(model), "prompts": list(prompts), "max_new_tokens": max_new_tokens}
+    return cached(
+        "generations",
+        key,
+        lambda: greedy_generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens),
+        encode=list,
+        decode=list,
+    )
+
+
+def pruned_identity(identity: str, layers: Sequence[int]) -> str:
+    """The cache identity of `prune(model, layers)` from `model`'s identity: pruning is deterministic, so the
+    pruned weights need not be hashed again."""
+    return stable_hash({"pruned from": identity, "removed": sorted(layers)}) if layers else identity
 
 
 def heal_cached(
@@ -162,24 +186,19 @@ def sweep(
     `num_fewshot` is passed to `evaluate` (None: each task's default, MMLU 5-shot and the others 0-shot).
     """
     evaluation = {"limit": dict(limits or {}), "num_fewshot": num_fewshot, "seed": seed, "batch_size": batch_size}
+    base_identity = model_identity(model)
     rows = []
     grid = [(f, s) for f in fractions for s in strategies if f > 0] + [(0.0, "none")] * (0 in fractions)
     for fraction, strategy in tqdm(sorted(grid), desc="sweep"):
         n = layers_for_fraction(profile.num_layers, fraction)
         layers = select_block(profile, n, strategy, seed=seed).layers if n else ()
         pruned = prune(model, layers, strategy=strategy) if n else model
-        variants = [(False, pruned)]
+        variants = [(False, pruned, pruned_identity(base_identity, layers))]
         if n and fraction in heal_fractions:
-            variants.append(
-                (
-                    True,
-                    heal_cached(
-                        pruned, tokenizer, blocks["heal"], seed=seed, progress=False, **dict(heal_settings or {})
-                    ).model,
-                )
-            )
-        for healed, candidate in variants:
-            identity = model_identity(candidate)
+            settings = dict(heal_settings or {})
+            healed_model = heal_cached(pruned, tokenizer, blocks["heal"], seed=seed, progress=False, **settings).model
+            variants.append((True, healed_model, model_identity(healed_model)))
+        for healed, candidate, identity in variants:
             loss = cached_heldout_loss(
                 candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
             )
@@ -199,7 +218,6 @@ def sweep(
     return rows
 
 
-@torch.no_grad()
 def pruned_speed(
     model: nn.Module,
     profile: DistanceProfile,
@@ -210,7 +228,29 @@ def pruned_speed(
     seed: int = 0,
     repeats: int = 3,
 ) -> list[dict[str, Any]]:
-    """Parameters and forward-pass tokens/s (best of `repeats`) of the model pruned to each fraction."""
+    """Parameters and forward-pass tokens/s (best of `repeats`) of the model pruned to each fraction; cached like
+    a benchmark, keyed by this machine too (`benchmarks.cacheable`)."""
+    settings = {"fractions": list(fractions), "strategy": strategy, "seed": seed, "repeats": repeats}
+    key = {name: key_part(value) for name, value in {"model": model, "profile": profile, "batch": batch}.items()}
+    return cached(
+        "pruned-speed",
+        {**key, **settings, "machine": timing_machine()},
+        lambda: _pruned_speed(model, profile, batch, **settings),
+        encode=encode_records,
+        decode=decode_records,
+    )
+
+
+@torch.no_grad()
+def _pruned_speed(
+    model: nn.Module,
+    profile: DistanceProfile,
+    batch: torch.Tensor,
+    fractions: Sequence[float],
+    strategy: str,
+    seed: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
     rows = []
     for fraction in fractions:
         n = layers_for_fraction(profile.num_layers, fraction)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -20,6 +20,17 @@ def tensor_digest(tensor: torch.Tensor) -> str:
     digest = hashlib.blake2b(f"{tuple(data.shape)}:{data.dtype}".encode(), digest_size=8)
     digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
     return digest.hexdigest()
+
+
+def encode_records(rows: Sequence[Mapping[str, Any]]) -> dict[str, list]:
+    """Table rows (dicts) as JSON that keeps the column order (cache files are written with sorted keys)."""
+    columns = list(dict.fromkeys(name for row in rows for name in row))
+    return {"columns": columns, "rows": [[row.get(name) for name in columns] for row in rows]}
+
+
+def decode_records(payload: Mapping[str, list]) -> list[dict[str, Any]]:
+    """The inverse of `encode_records`."""
+    return [dict(zip(payload["columns"], values, strict=True)) for values in payload["rows"]]
 
 
 def _checksum(value: Any) -> str:

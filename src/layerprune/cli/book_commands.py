@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .. import book
 
@@ -32,6 +33,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check-book", help="open every built page in headless Chromium and check it")
     check.add_argument("--html", default="_build/html", help="the built book (default: _build/html)")
     check.add_argument("--screenshots", metavar="DIR", help="also save a full-page screenshot of every page here")
+    check.add_argument(
+        "--results",
+        metavar="DIR",
+        help="also check that every table the chapters show holds the numbers of a CSV file in DIR (e.g. "
+        "results/default), with the executed chapters in book/generated next to --html's _build",
+    )
     check.set_defaults(run=_check)
 
 
@@ -63,3 +70,17 @@ def _check(args: argparse.Namespace) -> None:
     if bad:
         raise InvalidInputError(f"{len(bad)} page(s) have broken images or failed requests: {', '.join(bad)}")
     print(f"all {len(reports)} pages load offline with their images")
+    if args.results:
+        _check_tables(Path(args.html).resolve().parents[1] / book.GENERATED, Path(args.results))
+
+
+def _check_tables(generated: Path, results: Path) -> None:
+    from ..book_tables import check_tables
+    from ..errors import InvalidInputError
+
+    check = check_tables(generated, results)
+    for chapter, shown in check.mismatches:
+        print(f"{chapter}: a table whose numbers are in no result file: {shown}")
+    if not check.ok:
+        raise InvalidInputError(f"{len(check.mismatches)} of {check.checked} tables do not match {results}")
+    print(f"all {check.checked} tables hold the numbers of the result files in {results}")
