@@ -13,11 +13,9 @@ from .errors import (
     ModelLoadError,
     UnsupportedArchitectureError,
 )
-from .healing import CPU_DEFAULTS, PAPER_SETTINGS, HealResult, HealSettings, heal
 from .identity import model_identity
 from .lens import LogitLens, logit_lens
 from .loss import HeldoutLoss, heldout_loss
-from .merging import merge, save_merged
 from .models import load_model
 from .provenance import Provenance
 from .selection import STRATEGIES, BlockSelection, layers_for_fraction, select_block, select_blocks
@@ -26,13 +24,37 @@ from .surgery import prune
 
 __version__ = "0.1.0"
 
-# Modules that pull in plotting or notebook machinery load on first use: `lp.plots`, `lp.tables`, ...
-_LAZY_MODULES = ("book", "evaluation", "experiments", "generation", "pages", "plots", "tables", "tasks")
+# Modules that pull in heavy machinery (peft and bitsandbytes, lm-eval, plotting, notebooks) load on first use:
+# `lp.plots`, `lp.heal`, ...; a chapter that never heals or evaluates never imports them.
+_LAZY_MODULES = (
+    "benchmarks",
+    "book",
+    "evaluation",
+    "experiments",
+    "generation",
+    "healing",
+    "merging",
+    "pages",
+    "plots",
+    "tables",
+    "tasks",
+)
+_LAZY_NAMES = {
+    "CPU_DEFAULTS": "healing",
+    "PAPER_SETTINGS": "healing",
+    "HealResult": "healing",
+    "HealSettings": "healing",
+    "heal": "healing",
+    "merge": "merging",
+    "save_merged": "merging",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY_MODULES:
         return import_module(f".{name}", __name__)
+    if name in _LAZY_NAMES:
+        return getattr(import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     raise AttributeError(f"module 'layerprune' has no attribute {name!r}")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -14,9 +14,7 @@ from tqdm.auto import tqdm
 
 from .benchmarks import key_part, timing_machine
 from .cache import cache_path, file_lock, stable_hash
-from .evaluation import evaluate
 from .generation import greedy_generate
-from .healing import HealResult, heal
 from .identity import model_identity
 from .lens import LogitLens, logit_lens
 from .loss import HeldoutLoss, heldout_loss
@@ -25,6 +23,9 @@ from .selection import layers_for_fraction, select_block
 from .similarity import DistanceProfile, model_name, profile_distances
 from .surgery import prune
 from .tasks import TASKS, resolve_tasks
+
+if TYPE_CHECKING:
+    from .healing import HealResult
 
 
 def _digest(blocks: torch.Tensor | Mapping[str, torch.Tensor]) -> str:
@@ -143,6 +144,8 @@ def heal_cached(
 ) -> HealResult:
     """`heal` with its checkpoints in the cache, keyed by the pruned model, the data and the settings: a rerun
     resumes from (or simply reloads) the last checkpoint instead of training again."""
+    from .healing import heal  # peft and bitsandbytes load only when a chapter heals
+
     key = {"model": model_identity(model), "blocks": tensor_digest(blocks), "seed": seed, **settings}
     directory = cache_path("heal", stable_hash(key))
     with file_lock(directory):  # another process healing the same model waits, then reloads the final checkpoint
@@ -155,6 +158,8 @@ def _scores(
     """Headline value and stderr of each task, as flat columns (`settings`: keyword arguments of `evaluate`)."""
     if not tasks:
         return {}
+    from .evaluation import evaluate  # lm-eval loads only when a chapter evaluates
+
     results = evaluate(model, tokenizer, list(tasks), identity=identity, progress=False, **settings)
     flat: dict[str, Any] = {}
     for row in results.rows:

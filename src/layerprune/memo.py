@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import torch
+import xxhash
 
 from .cache import cache_path, file_lock, stable_hash, write_json_atomic
 
@@ -17,8 +18,9 @@ T = TypeVar("T")
 def tensor_digest(tensor: torch.Tensor) -> str:
     """A short digest of a tensor's shape, dtype and values (e.g. the token blocks a result was computed on)."""
     data = tensor.detach().to("cpu").contiguous()
-    digest = hashlib.blake2b(f"{tuple(data.shape)}:{data.dtype}".encode(), digest_size=8)
-    digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    digest = xxhash.xxh3_64(f"{tuple(data.shape)}:{data.dtype}".encode())
+    if data.numel():
+        digest.update(memoryview(data.view(torch.uint8).numpy()))
     return digest.hexdigest()
 
 

@@ -22,6 +22,7 @@ average over the evaluated subjects, as in the paper.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -258,7 +259,9 @@ def subject_limits(subjects: Sequence[str], limit: int | None, seed: int) -> dic
     return {subject: count for subject, count in counts.items() if count > 0}
 
 
+@functools.cache
 def _num_rows(folder: Path) -> int:
+    """Questions in a benchmark split (the embedded data never changes, so once per process)."""
     return load_from_disk(str(folder)).num_rows
 
 
