@@ -3,7 +3,7 @@ book's sources with a fresh LAYERPRUNE_CACHE: cold (no result cached, no model c
 cache). The downloaded wheels are linked into the fresh cache, so no download time is counted.
 
 --model runs every chapter on that model instead of the profile's. The smoke profile (tiny model) takes a few
-minutes; the default profile about 30 minutes cold on a 2-core CPU: `python bench/book.py --profile default`."""
+minutes; the default profile about 25 minutes cold on a 2-core CPU: `python bench/book.py --profile default`."""
 
 from __future__ import annotations
 
