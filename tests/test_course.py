@@ -22,6 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "book.yml"
 
 
+NOTEBOOKS = ROOT / "notebooks"
+
+
 def _chapters_with_exercises() -> list[Path]:
     return [ROOT / "notebooks" / f"{chapter}.ipynb" for chapter in sorted({e.chapter for e in EXERCISES.values()})]
 
@@ -37,6 +40,11 @@ def _one_cell_notebook(path: Path, source: str) -> Path:
 
 
 def test_every_chapter_has_two_to_four_exercises_and_graded_functions():
+    assert [p.stem for p in _chapters_with_exercises()] == [p.stem for p in sorted(NOTEBOOKS.glob("0[1-5]_*.ipynb"))]
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        exercises = [c for c in notebook.cells if c.cell_type == "markdown" and "{exercise}" in c.source]
+        assert 2 <= len(exercises) <= 4, path.name
     for path in _chapters_with_exercises():
         notebook = nbformat.read(path, as_version=4)
         exercises = [c for c in notebook.cells if c.cell_type == "markdown" and "{exercise}" in c.source]
@@ -60,7 +68,7 @@ def test_the_solved_chapters_pass_the_checker():
 def test_student_notebooks_are_stubs_that_fail_with_helpful_messages(tmp_path, capsys):
     out = tmp_path / "hw"
     written = make_assignment(out, ROOT)
-    assert [p.name for p in written] == [p.name for p in _chapters_with_exercises()]
+    assert [p.name for p in written] == [p.name for p in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))]
     assert (out / "README.md").is_file()
     for path in written:
         source = nbformat.read(ROOT / "notebooks" / path.name, as_version=4)
