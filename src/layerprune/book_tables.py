@@ -32,9 +32,13 @@ def numbers(text: str) -> list[float]:
     return [float(x) for x in NUMBER.findall(text)]
 
 
-def shown_in(shown: list[float], saved: Path) -> bool:
-    """True if every number of a displayed table is a number of the saved CSV file (or one of its row labels)."""
-    values = numbers(saved.read_text()) + [float(i) for i in range(len(pd.read_csv(saved)))]
+def saved_numbers(saved: Path) -> list[float]:
+    """The numbers of a saved CSV file and its row labels (0, 1, ... as a displayed DataFrame shows them)."""
+    return numbers(saved.read_text()) + [float(i) for i in range(len(pd.read_csv(saved)))]
+
+
+def shown_in(shown: list[float], values: list[float]) -> bool:
+    """True if every number of a displayed table is one of `values` (within float rounding)."""
     return all(any(abs(x - v) <= 1e-5 * max(1.0, abs(v)) for v in values) for x in shown)
 
 
@@ -59,9 +63,9 @@ def check_tables(generated: str | Path, results: str | Path) -> TableCheck:
         raise InvalidInputError(f"no executed chapters in {generated} or no result directory {results}")
     check = TableCheck()
     for executed in chapters:
-        saved = sorted(results.glob(f"{executed.name[:2]}_*.csv"))
+        saved = [saved_numbers(table) for table in sorted(results.glob(f"{executed.name[:2]}_*.csv"))]
         for shown in displayed_tables(executed):
             check.checked += 1
-            if not shown or not any(shown_in(shown, table) for table in saved):
+            if not shown or not any(shown_in(shown, values) for values in saved):
                 check.mismatches.append((executed.stem, shown[:20]))
     return check

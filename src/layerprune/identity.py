@@ -23,10 +23,14 @@ def model_identity(model: nn.Module) -> str:
         settings.pop("transformers_version", None)
         digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for name, tensor in model.state_dict().items():
-        if not isinstance(tensor, torch.Tensor):
-            continue
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(data.shape)}:{data.dtype}".encode())
-        if data.numel():
-            digest.update(memoryview(data.view(torch.uint8).numpy()))  # hashed in place, not copied
+        if isinstance(tensor, torch.Tensor):
+            hash_tensor(digest, tensor, prefix=f"{name}:")
     return digest.hexdigest()
+
+
+def hash_tensor(digest: xxhash.xxh3_64, tensor: torch.Tensor, prefix: str = "") -> None:
+    """Feed `prefix`, the tensor's shape and dtype, then its bytes (in place, not copied) into `digest`."""
+    data = tensor.detach().to("cpu").contiguous()
+    digest.update(f"{prefix}{tuple(data.shape)}:{data.dtype}".encode())
+    if data.numel():
+        digest.update(memoryview(data.view(torch.uint8).numpy()))

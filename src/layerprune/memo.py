@@ -11,16 +11,15 @@ import torch
 import xxhash
 
 from .cache import cache_path, file_lock, stable_hash, write_json_atomic
+from .identity import hash_tensor
 
 T = TypeVar("T")
 
 
 def tensor_digest(tensor: torch.Tensor) -> str:
     """A short digest of a tensor's shape, dtype and values (e.g. the token blocks a result was computed on)."""
-    data = tensor.detach().to("cpu").contiguous()
-    digest = xxhash.xxh3_64(f"{tuple(data.shape)}:{data.dtype}".encode())
-    if data.numel():
-        digest.update(memoryview(data.view(torch.uint8).numpy()))
+    digest = xxhash.xxh3_64()
+    hash_tensor(digest, tensor)
     return digest.hexdigest()
 
 
