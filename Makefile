@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.layerprune-installed
 
-.PHONY: setup assets test lint book bench help
+.PHONY: setup assets test test-fast lint format book bench help
 
 PROFILE ?= default
 MODEL   ?=
@@ -15,10 +15,12 @@ BENCH_MODEL := $(if $(MODEL),--model $(MODEL))
 
 help:
 	@echo "make setup  - create $(VENV), install the pinned stack, fetch and convert the embedded assets"
-	@echo "make test   - setup, then run the test suite"
+	@echo "make test   - setup, then run the test suite (every tier)"
+	@echo "make test-fast - the unit tier: no book builds, no embedded pretrained model (a few minutes)"
 	@echo "make book   - setup, execute the notebooks (PROFILE=default, MODEL=...), build _build/html"
 	@echo "make bench  - setup, run every benchmark in bench/ (MODEL=..., BENCH_PROFILE=smoke for the book's timing)"
-	@echo "make lint   - ruff over src, tests, bench and notebooks"
+	@echo "make lint   - ruff check and ruff format --check over src, tests, bench and notebooks"
+	@echo "make format - ruff format and the import order, in place"
 
 setup: $(STAMP) assets
 
@@ -35,8 +37,18 @@ assets: $(STAMP)
 test: setup
 	$(BIN)/pytest
 
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not integration and not book"
+
+LINTED := src tests notebooks $(wildcard bench)
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests notebooks $(wildcard bench)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: $(STAMP)
+	$(BIN)/ruff check --select I --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
 book: setup
 	$(BIN)/layerprune book $(BOOK_ARGS)

@@ -9,7 +9,8 @@ import warnings
 import torch
 import transformers
 
-from layerprune.benchmarks import Report, describe_machine, use_threads
+from layerprune.machine import describe_machine
+from layerprune.speed import Report, use_threads
 
 DEFAULT_MODEL = "smollm2-135m"
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import _common
 
-from layerprune.benchmarks import Report
 from layerprune.book import PROFILES
 from layerprune.cache import cache_root
+from layerprune.speed import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("_config.yml", "_toc.yml", "notebooks", "book")

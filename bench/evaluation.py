@@ -6,7 +6,7 @@ from __future__ import annotations
 import _common
 
 import layerprune as lp
-from layerprune import benchmarks
+from layerprune import speed
 
 
 def main() -> None:
@@ -17,7 +17,7 @@ def main() -> None:
     args = parser.parse_args()
     _common.start(args, "evaluation")
     model, tokenizer = lp.load_model(args.model)
-    report = benchmarks.evaluation_speed(
+    report = speed.evaluation_speed(
         model, tokenizer, task=args.task, limit=args.limit, batch_size=args.batch_size, repeats=args.repeats
     )
     _common.show(report)

@@ -19,7 +19,7 @@ import _common
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedModel
 
-from layerprune import benchmarks
+from layerprune import speed
 from layerprune.healing import load_base
 
 SHAPES: dict[str, dict[str, int | float]] = {
@@ -132,13 +132,13 @@ def measure(model: PreTrainedModel, label: str, args: argparse.Namespace) -> Non
     vocab = model.config.vocab_size
     blocks = random_tokens(args.blocks, args.block_size, vocab, args.seed)
     prompt = random_tokens(args.batch_size, args.prompt_tokens, vocab, args.seed + 1)
-    speed = benchmarks.profiling_speed(
+    timing = speed.profiling_speed(
         model, blocks, batch_size=args.batch_size, repeats=args.repeats, baseline_passes=args.baseline_passes or None
     )
-    _common.show(speed)
-    rows = [benchmarks.variant_memory(model, blocks, v, args.batch_size) for v in benchmarks.PROFILE_VARIANTS]
-    _common.show(benchmarks.memory_report(rows, f"profiling peak memory ({label})"))
-    inference = benchmarks.inference_speed(
+    _common.show(timing)
+    rows = [speed.variant_memory(model, blocks, v, args.batch_size) for v in speed.PROFILE_VARIANTS]
+    _common.show(speed.memory_report(rows, f"profiling peak memory ({label})"))
+    inference = speed.inference_speed(
         model, prompt, new_tokens=args.new_tokens, fractions=args.fractions, repeats=args.repeats, seed=args.seed
     )
     _common.show(inference)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import _common
 
-from layerprune import benchmarks
+from layerprune import speed
 
 
 def main() -> None:
@@ -18,7 +18,7 @@ def main() -> None:
     args = parser.parse_args()
     _common.start(args, "healing")
     quantizations = [None if q == "none" else q for q in args.quantizations.split(",")]
-    report = benchmarks.healing_speed(
+    report = speed.healing_speed(
         args.model,
         quantizations=quantizations,
         steps=args.steps,

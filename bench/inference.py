@@ -6,7 +6,7 @@ from __future__ import annotations
 import _common
 
 import layerprune as lp
-from layerprune import benchmarks
+from layerprune import speed
 
 
 def main() -> None:
@@ -25,12 +25,12 @@ def main() -> None:
     args = parser.parse_args()
     _common.start(args, "pruned inference")
     model, tokenizer = lp.load_model(args.model)
-    prompt = benchmarks.corpus_tokens(tokenizer, "heldout", args.batch_size, args.prompt_tokens, args.seed)
+    prompt = speed.corpus_tokens(tokenizer, "heldout", args.batch_size, args.prompt_tokens, args.seed)
     profile = None
     if args.strategy == "similarity":
-        blocks = benchmarks.corpus_tokens(tokenizer, "profile", args.profile_blocks, args.prompt_tokens, args.seed)
+        blocks = speed.corpus_tokens(tokenizer, "profile", args.profile_blocks, args.prompt_tokens, args.seed)
         profile = lp.profile_distances(model, blocks, progress=False)
-    report = benchmarks.inference_speed(
+    report = speed.inference_speed(
         model,
         prompt,
         new_tokens=args.new_tokens,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import _common
 
 import layerprune as lp
-from layerprune import benchmarks
+from layerprune import speed
 
 
 def main() -> None:
@@ -23,17 +23,17 @@ def main() -> None:
     args = parser.parse_args()
     _common.start(args, "profiling")
     model, tokenizer = lp.load_model(args.model)
-    blocks = benchmarks.corpus_tokens(tokenizer, "profile", args.blocks, args.block_size, args.seed)
-    speed = benchmarks.profiling_speed(
+    blocks = speed.corpus_tokens(tokenizer, "profile", args.blocks, args.block_size, args.seed)
+    timing = speed.profiling_speed(
         model,
         blocks,
         batch_size=args.batch_size,
         repeats=args.repeats,
         baseline_passes=args.baseline_passes or None,
     )
-    _common.show(speed)
+    _common.show(timing)
     del model
-    memory = benchmarks.profiling_memory(
+    memory = speed.profiling_memory(
         args.model, block_size=args.block_size, count=args.blocks, batch_size=args.batch_size, seed=args.seed
     )
     _common.show(memory)

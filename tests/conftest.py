@@ -7,6 +7,15 @@ import pytest
 from layerprune.tiny import byte_tokenizer
 
 
+@pytest.fixture(scope="session", autouse=True)
+def float32_everywhere():
+    """Tests compute in float32 on every CPU (auto would pick bf16 where it is native), so that their numbers and
+    tolerances do not depend on the machine; tests/test_dtype.py checks the automatic choice itself."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAYERPRUNE_DTYPE", "float32")
+        yield
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     return byte_tokenizer()

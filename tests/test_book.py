@@ -8,9 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from layerprune import book
-from layerprune.book_tables import check_tables
+from layerprune.book import runner as book
+from layerprune.book.table_check import check_tables
 from layerprune.errors import InvalidInputError
+
+pytestmark = pytest.mark.book
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +102,7 @@ def test_every_page_loads_offline_with_its_figures_and_math(smoke_book, tmp_path
     pytest.importorskip("playwright")
     if not (shutil.which("chromium") or shutil.which("chromium-browser")):
         pytest.skip("Chromium is not installed (apt-get install chromium)")
-    from layerprune.pages import check_pages
+    from layerprune.book.pages import check_pages
 
     work, _ = smoke_book
     reports = {r.page: r for r in check_pages(work / "_build" / "html", screenshots=tmp_path)}

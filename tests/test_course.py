@@ -12,10 +12,10 @@ import pytest
 import yaml
 
 from layerprune import cli
+from layerprune.book.launch import source_notebook_links
 from layerprune.course import EXERCISES, check_notebook, check_paths, make_assignment, student_notebook
 from layerprune.course import assignment as assignment_module
 from layerprune.course.assignment import SOLUTION_TAG, STUB_TAG, stub_source, tags
-from layerprune.course.launch import source_notebook_links
 from layerprune.errors import InvalidInputError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -271,7 +271,7 @@ def test_cli_assignment_and_check(tmp_path, capsys):
 def test_launch_buttons_open_the_source_notebooks():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert "sphinx_exercise" in config["sphinx"]["extra_extensions"]
-    assert "layerprune.course.launch" in config["sphinx"]["extra_extensions"]
+    assert "layerprune.book.launch" in config["sphinx"]["extra_extensions"]
     assert config["html"]["use_repository_button"] and config["repository"]["branch"] == "main"
     assert {"binderhub_url", "colab_url", "jupyterhub_url", "notebook_interface"} <= set(config["launch_buttons"])
     page = "book/generated/01_similarity.ipynb"

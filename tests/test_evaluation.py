@@ -7,12 +7,13 @@ import sys
 import pytest
 import torch
 
-from layerprune import evaluation, tasks
 from layerprune.assets import BENCHMARK_DATASETS, benchmark_dir
 from layerprune.cli import eval_commands
 from layerprune.errors import InvalidInputError
-from layerprune.evaluation import COLUMNS, evaluate
-from layerprune.tasks import TASK_NAMES, sample_indices, subject_limits, task_configs, write_task_configs
+from layerprune.evaluation import harness as evaluation
+from layerprune.evaluation import tasks
+from layerprune.evaluation.harness import COLUMNS, evaluate
+from layerprune.evaluation.tasks import TASK_NAMES, sample_indices, subject_limits, task_configs, write_task_configs
 from layerprune.tiny import tiny_model
 
 SMALL = {"mmlu": 10, "boolq": 4, "arc_easy": 4, "arc_challenge": 4, "piqa": 4, "hellaswag": 4, "winogrande": 4}
@@ -83,7 +84,7 @@ def test_every_task_runs_end_to_end_into_a_tidy_table(eval_cache, tiny, tokenize
 def test_cache_hit_returns_identical_rows_without_running_the_model(eval_cache, tiny, tokenizer, model_runs):
     first = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=3, progress=False)
     assert len(model_runs) == 1
-    assert len(list((eval_cache / "eval").rglob("*.json"))) == 2
+    assert len(list((eval_cache / "results" / "evaluation").rglob("*.json"))) == 2
     again = evaluate(tiny, tokenizer, "mmlu,arc_easy", limit=3, progress=False)
     assert len(model_runs) == 1
     assert again.rows == first.rows[2:] + first.rows[:2]
@@ -91,14 +92,14 @@ def test_cache_hit_returns_identical_rows_without_running_the_model(eval_cache, 
 
 def test_a_damaged_cache_file_is_recomputed_not_used(eval_cache, tiny, tokenizer, model_runs):
     first = evaluate(tiny, tokenizer, ["boolq"], limit=3, progress=False)
-    (path,) = (eval_cache / "eval").rglob("*.json")
+    (path,) = (eval_cache / "results" / "evaluation").rglob("*.json")
     payload = json.loads(path.read_text())
-    payload["rows"][0]["value"] = 0.999
+    payload["value"]["rows"][0]["value"] = 0.999
     for damaged in (json.dumps(payload), path.read_text()[:40], ""):
         path.write_text(damaged)
         assert evaluate(tiny, tokenizer, ["boolq"], limit=3, progress=False).rows == first.rows
     assert len(model_runs) == 4
-    assert json.loads(path.read_text())["rows"] == first.rows
+    assert json.loads(path.read_text())["value"]["rows"] == first.rows
 
 
 def test_the_cache_key_covers_model_limit_seed_and_shots(eval_cache, tiny, tokenizer, model_runs):
@@ -282,3 +283,15 @@ def test_the_default_model_is_clearly_above_chance_on_arc_easy(eval_cache, defau
     acc = next(row for row in results.rows if row["metric"] == "acc")
     assert acc["n"] == 200 and acc["chance"] == 0.25
     assert acc["value"] > 0.38
+
+
+def test_per_question_scores_are_stored_and_average_to_the_headline(eval_cache, tiny, tokenizer):
+    results = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=6, progress=False)
+    rows = {row["task"]: row for row in results.rows if row["headline"]}
+    for task in ("arc_easy", "mmlu"):
+        scores = results.questions[task]
+        assert len(scores) == rows[task]["n"] and set(scores.values()) <= {0.0, 1.0}
+    arc = results.questions["arc_easy"]
+    assert sum(arc.values()) / len(arc) == pytest.approx(rows["arc_easy"]["value"])
+    again = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=6, progress=False)  # from the cache
+    assert again.questions == results.questions

@@ -1,6 +1,6 @@
 import torch
 
-from layerprune.identity import model_identity
+from layerprune.cache import model_identity
 from layerprune.tiny import tiny_model
 
 

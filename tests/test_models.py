@@ -1,10 +1,12 @@
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from layerprune import load_model
 from layerprune.errors import InvalidInputError, ModelLoadError, UnsupportedArchitectureError
+from layerprune.models import resolve_source
 from layerprune.tiny import byte_tokenizer, tiny_model
 
 
@@ -17,7 +19,7 @@ def saved_tiny(tmp_path_factory):
 
 
 def test_local_directory_loads_in_float32_eval_mode(saved_tiny):
-    model, tokenizer = load_model(saved_tiny, device="cpu")
+    model, tokenizer = load_model(saved_tiny, device="cpu", dtype="float32")
     assert model.dtype == torch.float32 and not model.training
     assert tokenizer.pad_token is not None
     reference = tiny_model("llama", num_layers=4, hidden=64)
@@ -79,3 +81,28 @@ def test_default_model_is_sane_on_heldout_text():
     with torch.no_grad():
         loss = model(input_ids=blocks, labels=blocks).loss.item()
     assert 5 < math.exp(loss) < 100
+
+
+QWEN = "qwen2.5-coder-1.5b"
+
+
+def _converted(name: str) -> bool:
+    from layerprune.cache import cache_root, is_complete
+
+    return is_complete(cache_root() / "models" / name)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not _converted(QWEN), reason=f"{QWEN} is fetched on first use only (1.1 GB); not in the cache")
+def test_qwen_coder_loads_as_28_layers_with_an_untied_head():
+    model, tokenizer = load_model(QWEN, device="cpu", dtype="bfloat16")
+    config = model.config
+    assert (config.model_type, config.num_hidden_layers, config.hidden_size) == ("qwen2", 28, 1536)
+    assert not config.tie_word_embeddings
+    assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()
+    assert sum(p.numel() for p in model.parameters()) == pytest.approx(1.78e9, rel=0.01)
+    ids = tokenizer("def fibonacci(n):", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.isfinite(model(ids).logits).all()
+    notice = (Path(resolve_source(QWEN)) / "NOTICE").read_text()
+    assert "Apache License" in notice and "Qwen" in notice

@@ -25,8 +25,10 @@ import torch
 import yaml
 
 import layerprune as lp
-from layerprune import assets, book, cli
-from layerprune.cache import MANIFEST, atomic_dir, is_complete, stable_hash, write_json_atomic
+from layerprune import assets, cli
+from layerprune.book import runner as book
+from layerprune.book.experiments import cached_profile
+from layerprune.cache import MANIFEST, atomic_dir, cached, is_complete, stable_hash, write_json_atomic
 from layerprune.errors import (
     ChapterError,
     InvalidInputError,
@@ -35,8 +37,6 @@ from layerprune.errors import (
     UnsupportedArchitectureError,
 )
 from layerprune.evaluation import evaluate
-from layerprune.experiments import cached_profile
-from layerprune.memo import cached
 from layerprune.tiny import byte_tokenizer, tiny_model, tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -378,7 +378,7 @@ API_CASES: list[tuple[str, Callable[[Kit], object], type[LayerpruneError], str]]
     ),
     (
         "fraction = 1",
-        lambda k: lp.select_blocks(k.profile, [0.25, 1.0]),
+        lambda k: lp.block_for_fraction(k.profile, 1.0),
         InvalidInputError,
         r"fraction must be a number in \[0, 1\), got 1\.0",
     ),
@@ -441,7 +441,7 @@ API_CASES: list[tuple[str, Callable[[Kit], object], type[LayerpruneError], str]]
         "float token ids",
         lambda k: lp.profile_distances(k.model, torch.zeros(2, 8), progress=False),
         InvalidInputError,
-        r"non-empty \[N, T\] integer tensor",
+        r"non-empty \[N, T\] tensor of token ids",
     ),
     (
         "unknown token choice",
@@ -578,6 +578,7 @@ def test_the_notebooks_declared_types_are_read_from_their_defaults():
 
 
 @pytest.mark.integration
+@pytest.mark.book
 def test_a_bad_value_inside_a_chapter_is_one_line_and_leaves_no_notebook(
     tmp_path, pinned_wheels, files_under, monkeypatch
 ):
@@ -589,7 +590,7 @@ def test_a_bad_value_inside_a_chapter_is_one_line_and_leaves_no_notebook(
     last = result.stderr.splitlines()[-1]
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last.startswith("layerprune book: error: chapter 01_similarity stopped in cell ")
-    assert last.endswith("InvalidInputError: max_blocks must be a positive integer or None, got 0")
+    assert last.endswith("InvalidInputError: max_blocks must be an integer >= 1 or None, got 0")
     monkeypatch.setenv("LAYERPRUNE_CACHE", str(cache))
     with pytest.raises(ChapterError, match=r"01_similarity stopped in cell \d+: InvalidInputError: block_size must"):
         book.run_book(root, profile="smoke", only=["01_similarity"], overrides={"block_size": 1}, build=False)
@@ -711,18 +712,19 @@ def test_an_evaluation_killed_while_caching_leaves_no_entry_and_a_rerun_matches(
 ):
     argv = ["evaluate", "--model", inputs.model, "--tasks", "arc_easy", "--limit", "4", "--batch-size", "2"]
     cache = fresh_cache(tmp_path / "cache", pinned_wheels)
-    partial = kill_mid_write(tmp_path, f"{cache / 'eval'}/", cache / "eval", argv, environment(cache))
+    entries = cache / "results" / "evaluation"
+    partial = kill_mid_write(tmp_path, f"{entries}/", entries, argv, environment(cache))
     assert TEMPORARY.match(partial.name)
-    assert not [p for p in (cache / "eval").rglob("*.json") if not TEMPORARY.match(p.name)]
+    assert not [p for p in (cache / "results" / "evaluation").rglob("*.json") if not TEMPORARY.match(p.name)]
     monkeypatch.setenv("LAYERPRUNE_CACHE", str(cache))
     assert run_cli(capsys, [*argv, "--out", tmp_path / "rerun.json"])[0] == 0
-    (entry,) = [p for p in (cache / "eval").rglob("*.json") if not TEMPORARY.match(p.name)]
+    (entry,) = [p for p in (cache / "results" / "evaluation").rglob("*.json") if not TEMPORARY.match(p.name)]
     monkeypatch.setenv("LAYERPRUNE_CACHE", str(fresh_cache(tmp_path / "reference", pinned_wheels)))
     assert run_cli(capsys, [*argv, "--out", tmp_path / "reference.json"])[0] == 0
     assert (tmp_path / "rerun.json").read_bytes() == (tmp_path / "reference.json").read_bytes()
-    (expected,) = (tmp_path / "reference" / "eval").rglob("[!.]*.json")
+    (expected,) = (tmp_path / "reference" / "results" / "evaluation").rglob("[!.]*.json")
     stored, reference = (json.loads(path.read_text()) for path in (entry, expected))
-    assert stored["rows"] == reference["rows"] and stored["digest"] == stable_hash(stored["rows"])
+    assert stored["value"] == reference["value"] and stored["checksum"] == reference["checksum"]
 
 
 # ------------------------------------------------------------------------- the smoke book: kill, determinism, locks
@@ -767,6 +769,7 @@ def descendants(pid: int) -> list[int]:
 
 
 @pytest.mark.integration
+@pytest.mark.book
 def test_a_chapter_killed_mid_way_leaves_no_notebook_and_a_rerun_matches(
     reference_book, tmp_path, pinned_wheels, monkeypatch
 ):

@@ -5,10 +5,10 @@ from layerprune.errors import InvalidInputError
 from layerprune.selection import (
     STRATEGIES,
     BlockSelection,
+    block_for_fraction,
     layers_for_fraction,
     profile_free_block,
     select_block,
-    select_blocks,
 )
 from layerprune.similarity import DistanceProfile
 
@@ -92,11 +92,15 @@ def test_fractions():
         layers_for_fraction(0, 0.5)
 
 
-def test_select_blocks_for_several_fractions():
-    selections = select_blocks(_profile(), [0.5, 0.2], "last")
-    assert list(selections) == [0.5, 0.2]
-    assert selections[0.5].layers == (2, 3, 4) and selections[0.2].layers == (4,)
-    with pytest.raises(InvalidInputError, match=r"fraction 0\.05 of 6 layers is 0"):
-        select_blocks(_profile(), [0.2, 0.05])
+def test_block_for_fraction():
+    assert block_for_fraction(_profile(), 0.5, "last").layers == (2, 3, 4)
+    assert block_for_fraction(_profile(), 0.2, "last").layers == (4,)
+    assert block_for_fraction(LAYERS, 0.5, "last") == block_for_fraction(_profile(), 0.5, "last").__class__(
+        (2, 3, 4), 3, "last", None, 2
+    )
+    assert block_for_fraction(_profile(), 0.05) is None  # rounds to no layer: the unpruned model
+    assert block_for_fraction(_profile(), 0.5) == select_block(_profile(), 3)
     with pytest.raises(InvalidInputError, match=r"fraction 0\.95 of 6 layers is 6"):
-        select_blocks(_profile(), [0.95])
+        block_for_fraction(_profile(), 0.95)
+    with pytest.raises(InvalidInputError, match="needs a distance profile"):
+        block_for_fraction(LAYERS, 0.5, "similarity")

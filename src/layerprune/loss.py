@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import InvalidInputError
+from .validation import check_int, check_token_blocks
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,21 @@ def vocab_size(model: nn.Module) -> int:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter."""
+    """The device inputs go to: where the input embeddings run (accelerate's execution device when a device_map
+    spread the model over devices or offloaded it), else the device of the model's first parameter."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    execution = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
+    if execution is not None:
+        return torch.device(execution)
     return next(model.parameters()).device
+
+
+def next_token_loss_sum(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """The summed next-token cross-entropy (nats, computed in float32) of a batch of blocks: the one loss that
+    evaluation and healing share."""
+    logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
 
 
 @torch.no_grad()
@@ -46,23 +59,16 @@ def heldout_loss(
     progress: bool = True,
 ) -> HeldoutLoss:
     """Token-weighted mean cross-entropy of `blocks` ([N, T] token ids, every token real) under `model`."""
-    if not isinstance(blocks, torch.Tensor) or blocks.dim() != 2 or blocks.shape[0] == 0 or blocks.shape[1] < 2:
-        raise InvalidInputError("blocks must be a non-empty [N, T] tensor of token ids with T >= 2")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_token_blocks("blocks", blocks)
+    check_int("batch_size", batch_size, 1)
     was_training = model.training
     model.eval()
     device = model_device(model)
     total, count = 0.0, 0
     batches = blocks.split(batch_size)
     for batch in tqdm(batches, desc="held-out loss", disable=not progress, leave=False):
-        ids = batch.to(device)
-        logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
-        targets = ids[:, 1:]
-        total += nn.functional.cross_entropy(
-            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum"
-        ).item()
-        count += targets.numel()
+        total += next_token_loss_sum(model, batch.to(device)).item()
+        count += batch[:, 1:].numel()
     model.train(was_training)
     mean = total / count
     size = vocab_size(model)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from .errors import InvalidInputError
 from .similarity import DistanceProfile
+from .validation import check_choice, check_fraction, check_int
 
 STRATEGIES = ("similarity", "last", "random", "block_influence")
 PROFILE_STRATEGIES = ("similarity", "block_influence")
@@ -41,7 +41,7 @@ def select_block(profile: DistanceProfile, n: int, strategy: str = "similarity",
     "random": a contiguous block with a start drawn uniformly (seeded) from 0..L-n.
     "block_influence": the n layers with the smallest D[1, l] (ShortGPT-style), possibly non-contiguous.
     """
-    _check_strategy(strategy)
+    check_choice("strategy", strategy, STRATEGIES)
     n = _check_n(n, profile.num_layers)
     if strategy == "similarity":
         start = int(np.argmin(profile.curve(n)))
@@ -57,7 +57,7 @@ def profile_free_block(
     num_layers: int, n: int, strategy: str, *, seed: int = 0, profile: DistanceProfile | None = None
 ) -> BlockSelection:
     """A "last" or "random" block, which need no distances; `distance` is filled in from `profile` if given."""
-    _check_strategy(strategy)
+    check_choice("strategy", strategy, STRATEGIES)
     if strategy in PROFILE_STRATEGIES:
         allowed = [s for s in STRATEGIES if s not in PROFILE_STRATEGIES]
         raise InvalidInputError(f"strategy {strategy!r} needs a distance profile; without one use {allowed}")
@@ -68,37 +68,30 @@ def profile_free_block(
 
 def layers_for_fraction(num_layers: int, fraction: float) -> int:
     """The number of layers a fraction of `num_layers` stands for: the nearest integer, halves rounded up."""
-    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 <= fraction < 1:
-        raise InvalidInputError(f"fraction must be a number in [0, 1), got {fraction!r}")
-    if isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1:
-        raise InvalidInputError(f"num_layers must be a positive integer, got {num_layers!r}")
+    check_fraction("fraction", fraction)
+    check_int("num_layers", num_layers, 1)
     return math.floor(fraction * num_layers + 0.5)
 
 
-def select_blocks(
-    profile: DistanceProfile, fractions: Iterable[float], strategy: str = "similarity", *, seed: int = 0
-) -> dict[float, BlockSelection]:
-    """`select_block` for each fraction of the model's layers, keyed by fraction (in the order given)."""
-    selections = {}
-    for fraction in fractions:
-        n = layers_for_fraction(profile.num_layers, fraction)
-        if not 1 <= n <= profile.num_layers - 1:
-            raise InvalidInputError(
-                f"fraction {fraction!r} of {profile.num_layers} layers is {n} layer(s); "
-                f"a selection needs 1..{profile.num_layers - 1}"
-            )
-        selections[fraction] = select_block(profile, n, strategy, seed=seed)
-    return selections
+def block_for_fraction(
+    profile: DistanceProfile | int, fraction: float, strategy: str = "similarity", *, seed: int = 0
+) -> BlockSelection | None:
+    """The block a strategy removes for a fraction of the model's layers; None when the fraction rounds to no
+    layer (the unpruned model). `profile` may be the layer count alone for "last" and "random"."""
+    num_layers = profile if isinstance(profile, int) else profile.num_layers
+    n = layers_for_fraction(num_layers, fraction)
+    if n >= num_layers:
+        raise InvalidInputError(f"fraction {fraction!r} of {num_layers} layers is {n} layer(s); keep at least one")
+    if not n:
+        return None
+    if isinstance(profile, int):
+        return profile_free_block(num_layers, n, strategy, seed=seed)
+    return select_block(profile, n, strategy, seed=seed)
 
 
 def _contiguous(start: int, n: int, strategy: str, profile: DistanceProfile | None) -> BlockSelection:
     distance = None if profile is None else float(profile.mean[n, start])
     return BlockSelection(tuple(range(start, start + n)), n, strategy, distance, start)
-
-
-def _check_strategy(strategy: str) -> None:
-    if strategy not in STRATEGIES:
-        raise InvalidInputError(f"strategy {strategy!r} is not one of {', '.join(map(repr, STRATEGIES))}")
 
 
 def _check_n(n: int, num_layers: int) -> int:

@@ -8,6 +8,7 @@ token T; D[n, l] is its mean over sequences.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -21,9 +22,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .adapters import get_adapter, unwrap
-from .cache import write_json_atomic
+from .cache import model_identity, write_json_atomic
 from .errors import InvalidInputError
-from .identity import model_identity
+from .loss import model_device
+from .validation import check_choice, check_int, check_token_blocks, check_vocabulary
 
 TOKENS = ("last", "all")
 METRICS = ("angular", "cosine")
@@ -50,6 +52,9 @@ class DistanceProfile:
     model_name: str
     token: str
     metric: str
+    sequences: np.ndarray | None = None
+    """Each sequence's D[n, l], [N, L+1, L+1] (NaN where l > L-n), when profiled with `keep_sequences`: what a
+    bootstrap over sequences resamples."""
 
     def curve(self, n: int) -> np.ndarray:
         """D[n, l] for l = 0..L-n."""
@@ -71,7 +76,7 @@ class DistanceProfile:
             "metric": self.metric,
             "mean": [self.mean[n, : self.num_layers - n + 1].tolist() for n in rows],
             "std": [self.std[n, : self.num_layers - n + 1].tolist() for n in rows],
-        }
+        } | ({} if self.sequences is None else {"sequences": [_ragged(d, self.num_layers) for d in self.sequences]})
 
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> DistanceProfile:
@@ -94,11 +99,14 @@ class DistanceProfile:
                 model_name=str(payload["model_name"]),
                 token=str(payload["token"]),
                 metric=str(payload["metric"]),
+                sequences=None
+                if payload.get("sequences") is None
+                else np.stack([_square(rows, layers) for rows in payload["sequences"]]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidInputError(f"malformed distance profile ({type(error).__name__}: {error})") from None
-        _check_choice("token", profile.token, TOKENS)
-        _check_choice("metric", profile.metric, METRICS)
+        check_choice("token", profile.token, TOKENS)
+        check_choice("metric", profile.metric, METRICS)
         return profile
 
     def save(self, path: str | Path) -> None:
@@ -115,6 +123,11 @@ class DistanceProfile:
             raise InvalidInputError(f"cannot read distance profile {str(path)!r}: {error}") from None
 
 
+def _ragged(square: np.ndarray, layers: int) -> list[list[float]]:
+    """An [L+1, L+1] array -> ragged rows (row n of length L-n+1), the inverse of `_square`."""
+    return [square[n, : layers - n + 1].tolist() for n in range(layers + 1)]
+
+
 def _square(rows: list, layers: int) -> np.ndarray:
     """Ragged rows (row n of length L-n+1) -> an [L+1, L+1] array with NaN past each row's end."""
     if layers < 1 or len(rows) != layers + 1:
@@ -127,11 +140,6 @@ def _square(rows: list, layers: int) -> np.ndarray:
     return square
 
 
-def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise InvalidInputError(f"{name} {value!r} is not one of {', '.join(map(repr, allowed))}")
-
-
 @torch.no_grad()
 def profile_distances(
     model: nn.Module,
@@ -142,25 +150,27 @@ def profile_distances(
     batch_size: int = 8,
     progress: bool = True,
     identity: str | None = None,
+    keep_sequences: bool = False,
 ) -> DistanceProfile:
     """D[n, l] for every n = 1..L and l = 0..L-n, from one forward pass of the base model (no LM head).
 
     `blocks` is an [N, T] tensor of token ids, or a mapping (e.g. a BatchEncoding) with `input_ids` and an
     optional `attention_mask`; left or right padding both work. Forward pre-hooks capture each layer's input,
     a forward hook the last layer's output; only the vectors needed are kept. `identity` is the model's
-    `model_identity` when the caller already has it (hashing the weights is skipped).
+    `model_identity` when the caller already has it (hashing the weights is skipped). `keep_sequences` also keeps
+    each sequence's D (`DistanceProfile.sequences`), for bootstrap intervals.
     """
-    _check_choice("token", token, TOKENS)
-    _check_choice("metric", metric, METRICS)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidInputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_choice("token", token, TOKENS)
+    check_choice("metric", metric, METRICS)
+    check_int("batch_size", batch_size, 1)
     ids, mask = _inputs(blocks, model.config)
     layers = get_adapter(model).decoder_layers(model)
     base = _base_model(model)
-    device = next(model.parameters()).device
+    device = model_device(model)
     count = len(layers)
     sums = torch.zeros(count + 1, count + 1, dtype=torch.float64, device=device)
     squares = torch.zeros_like(sums)
+    sequences: list[torch.Tensor] | None = [] if keep_sequences else None
     capture = _Capture(count, token, device)
     handles = capture.attach(layers)
     was_training = model.training
@@ -172,13 +182,16 @@ def profile_distances(
             batch_mask = None if mask is None else mask[start : start + batch_size].to(device)
             capture.start(batch_ids, batch_mask)
             base(input_ids=batch_ids, **_mask_kwargs(batch_mask), use_cache=False)
-            _accumulate(capture.finish(), batch_mask if token == "all" else None, metric, sums, squares)
+            _accumulate(capture.finish(), batch_mask if token == "all" else None, metric, sums, squares, sequences)
     finally:
         for handle in handles:
             handle.remove()
         model.train(was_training)
     identity = identity or model_identity(model)
-    return _profile(model, sums.cpu(), squares.cpu(), ids.shape[0], token, metric, identity)
+    profile = _profile(model, sums.cpu(), squares.cpu(), ids.shape[0], token, metric, identity)
+    if sequences is None:
+        return profile
+    return dataclasses.replace(profile, sequences=torch.cat(sequences).cpu().numpy())
 
 
 def _inputs(blocks: torch.Tensor | Mapping[str, torch.Tensor], config) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -189,11 +202,8 @@ def _inputs(blocks: torch.Tensor | Mapping[str, torch.Tensor], config) -> tuple[
         ids, mask = blocks["input_ids"], blocks.get("attention_mask")
     else:
         ids, mask = blocks, None
-    if not isinstance(ids, torch.Tensor) or ids.dim() != 2 or ids.dtype.is_floating_point or ids.numel() == 0:
-        raise InvalidInputError("blocks must hold a non-empty [N, T] integer tensor of token ids")
-    vocab = getattr(config, "vocab_size", None)
-    if vocab is not None and (ids.min() < 0 or ids.max() >= vocab):
-        raise InvalidInputError(f"token ids must lie in 0..{vocab - 1} (the model's vocabulary)")
+    check_token_blocks("blocks", ids, min_length=1)
+    check_vocabulary(ids, getattr(config, "vocab_size", None))
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.shape != ids.shape:
             raise InvalidInputError(f"attention_mask must be a tensor of the shape of input_ids {tuple(ids.shape)}")
@@ -283,7 +293,12 @@ class _Capture:
 
 
 def _accumulate(
-    states: torch.Tensor, mask: torch.Tensor | None, metric: str, sums: torch.Tensor, squares: torch.Tensor
+    states: torch.Tensor,
+    mask: torch.Tensor | None,
+    metric: str,
+    sums: torch.Tensor,
+    squares: torch.Tensor,
+    sequences: list[torch.Tensor] | None = None,
 ) -> None:
     """Add each sequence's d(x^(l), x^(l+n)) and its square to sums[n, l] and squares[n, l] (float64).
 
@@ -305,6 +320,17 @@ def _accumulate(
         index = (end - start) * width + start
         sums.view(-1).index_add_(0, index, value.sum(-1))
         squares.view(-1).index_add_(0, index, value.square().sum(-1))
+        if sequences is not None:
+            if first == 0:
+                sequences.append(_diagonal_zeros(width, value.shape[-1], sums.device))
+            sequences[-1].view(value.shape[-1], -1)[:, index] = value.T
+
+
+def _diagonal_zeros(width: int, batch: int, device: torch.device) -> torch.Tensor:
+    """[B, L+1, L+1] float64: 0 in row n = 0 (a state against itself), NaN elsewhere until filled."""
+    square = torch.full((batch, width, width), float("nan"), dtype=torch.float64, device=device)
+    square[:, 0] = 0.0
+    return square
 
 
 def pair_distance(a: torch.Tensor, b: torch.Tensor, metric: str = "angular") -> torch.Tensor:

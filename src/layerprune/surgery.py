@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
@@ -16,6 +17,8 @@ from torch import nn
 
 from .adapters import get_adapter
 from .errors import InvalidInputError, UnsupportedArchitectureError
+from .selection import BlockSelection, block_for_fraction
+from .similarity import DistanceProfile
 
 # Config fields holding a layer-index boundary rather than one entry per layer (Qwen2: layers at or above it
 # use sliding-window attention); pruning moves the boundary to where those layers end up.
@@ -27,7 +30,10 @@ def prune(model: nn.Module, layers: Iterable[int], *, inplace: bool = False, str
 
     A deep copy is pruned unless `inplace`. `strategy` (e.g. "similarity") is recorded in `config.layerprune`:
     {"original_num_layers", "removed_layers" (original numbering), "strategy" (of the latest call), "steps"}.
-    Models carrying PEFT adapters are refused: prune the base model, then heal it.
+    Models carrying PEFT adapters are refused: prune the base model, then heal it. A model placed by a device_map
+    (over several devices, or offloaded to CPU or disk) is pruned where it lies, nothing is materialised: kept
+    layers stay on their devices, offloaded ones still read their weights from the offload folder (which must
+    outlive the copy), and `hf_device_map` follows the renumbering.
     """
     _refuse_unsupported(model)
     adapter = get_adapter(model)
@@ -38,9 +44,45 @@ def prune(model: nn.Module, layers: Iterable[int], *, inplace: bool = False, str
     settings["layerprune"] = _record(model.config, keep, removed, count, strategy)
     target = model if inplace else copy.deepcopy(model)
     _cut_layers(target, adapter.layers, keep)
+    _renumber_device_map(target, adapter.layers, keep)
     for key, value in settings.items():
         setattr(target.config, key, value)
     return target
+
+
+@dataclass(frozen=True)
+class PrunedModel:
+    """A model with a fraction of its layers removed by a strategy; `selection` is None for fraction 0."""
+
+    fraction: float
+    strategy: str
+    selection: BlockSelection | None
+    model: nn.Module
+
+    @property
+    def layers(self) -> tuple[int, ...]:
+        """The removed layers (original numbering); empty for the unpruned model."""
+        return self.selection.layers if self.selection else ()
+
+    @property
+    def n(self) -> int:
+        return len(self.layers)
+
+
+def prune_fraction(
+    model: nn.Module,
+    profile: DistanceProfile | None,
+    fraction: float,
+    strategy: str = "similarity",
+    *,
+    seed: int = 0,
+) -> PrunedModel:
+    """fraction -> n -> block -> pruned model: the one path every sweep, table and benchmark takes. Fraction 0
+    gives the model itself (not copied); without a profile only "last" and "random" can choose."""
+    source = profile if profile is not None else len(get_adapter(model).decoder_layers(model))
+    selection = block_for_fraction(source, fraction, strategy, seed=seed)
+    pruned = prune(model, selection.layers, strategy=strategy) if selection else model
+    return PrunedModel(fraction, strategy, selection, pruned)
 
 
 def _refuse_unsupported(model: nn.Module) -> None:
@@ -83,6 +125,24 @@ def _cut_layers(model: nn.Module, path: str, keep: list[int]) -> None:
                 _fold_inverse_layer_scaling(module, old_index, new_index)
                 module.layer_idx = new_index
     setattr(parent, name, kept)
+
+
+def _renumber_device_map(model: nn.Module, path: str, keep: list[int]) -> None:
+    """Keep accelerate's `hf_device_map` (module name -> device) true to the renumbered layers."""
+    placement = getattr(model, "hf_device_map", None)
+    if not placement:
+        return
+    prefix = f"{path}."
+    index = {str(old): str(new) for new, old in enumerate(keep)}
+    renamed = {}
+    for name, device in placement.items():
+        if not name.startswith(prefix):
+            renamed[name] = device
+            continue
+        old, dot, rest = name[len(prefix) :].partition(".")
+        if old in index:
+            renamed[f"{prefix}{index[old]}{dot}{rest}"] = device
+    model.hf_device_map = renamed
 
 
 def _fold_inverse_layer_scaling(module: nn.Module, old: int, new: int) -> None:

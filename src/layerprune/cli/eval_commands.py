@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import evaluation, tasks
 from ..assets import DEFAULT_MODEL
 from ..cache import check_writable, write_json_atomic
+from ..evaluation import tasks
+from .method_commands import add_dtype_option
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -16,6 +17,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     _add_task_arguments(run)
     run.add_argument("--batch-size", type=int, default=8, help="lm-eval batch size (default: 8)")
     run.add_argument("--device", help="'cpu' or 'cuda' (default: CUDA when available)")
+    add_dtype_option(run)
     run.add_argument("--no-cache", action="store_true", help="evaluate even if the result is cached")
     run.add_argument("--out", type=Path, help="also write the table's rows to this JSON file")
     run.set_defaults(run=_evaluate)
@@ -35,7 +37,7 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit",
         type=_limit,
         help="questions per task (MMLU: spread evenly over its 57 subjects), or 'default' for "
-        f"{evaluation.DEFAULT_LIMITS}; omitted: every question",
+        f"{tasks.DEFAULT_LIMITS}; omitted: every question",
     )
     parser.add_argument("--num-fewshot", type=int, help="few-shot examples (default: MMLU 5, the others 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the question subsample (default: 0)")
@@ -43,7 +45,7 @@ def _add_task_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _limit(text: str) -> int | dict[str, int | None]:
     if text == "default":
-        return dict(evaluation.DEFAULT_LIMITS)
+        return dict(tasks.DEFAULT_LIMITS)
     try:
         return int(text)
     except ValueError:
@@ -51,13 +53,14 @@ def _limit(text: str) -> int | dict[str, int | None]:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
+    from ..evaluation import harness
     from ..models import load_model
 
-    names, _ = evaluation.check_arguments(args.tasks, args.limit, args.num_fewshot, args.seed, args.batch_size)
+    names, _ = harness.check_arguments(args.tasks, args.limit, args.num_fewshot, args.seed, args.batch_size)
     if args.out:
         check_writable(args.out)
-    model, tokenizer = load_model(args.model, device=args.device)
-    results = evaluation.evaluate(
+    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    results = harness.evaluate(
         model,
         tokenizer,
         names,

@@ -7,11 +7,10 @@ import sys
 from pathlib import Path
 
 from ..adapters import get_adapter
-from ..cache import atomic_dir, check_writable
+from ..cache import atomic_dir, check_writable, model_identity
 from ..data import corpus_blocks
 from ..errors import InvalidInputError
-from ..identity import model_identity
-from ..models import load_model
+from ..models import AUTO, DTYPE_CHOICES, DTYPE_ENV, load_model
 from ..selection import (
     PROFILE_STRATEGIES,
     STRATEGIES,
@@ -50,7 +49,18 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="an embedded model name, a model directory or a hub id")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--dtype", help="e.g. float32 or bfloat16 (default: float32 on CPU, bfloat16 on CUDA)")
+    add_dtype_option(parser)
+
+
+def add_dtype_option(parser: argparse.ArgumentParser) -> None:
+    """--dtype of the weights, "auto" by default; `models.resolve_dtype` checks it and names the choices."""
+    parser.add_argument(
+        "--dtype",
+        default=AUTO,
+        metavar="{" + ",".join(DTYPE_CHOICES) + "}",
+        help=f"the weights' dtype (default: auto, i.e. ${DTYPE_ENV} if set, else bfloat16 on CUDA and on CPUs "
+        "with native bf16 (AMX or AVX512-BF16), float32 elsewhere)",
+    )
 
 
 def _corpus_options(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,166 @@
+"""The results grid of the book: for each fraction x strategy, the pruned model's held-out loss and QA accuracy,
+and, where it is healed, the same for the quantized base without an adapter (what quantization alone costs) and
+for the healed model; every question's score is kept, so that any two rows can be compared on the same
+questions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..cache import model_identity, pruned_identity
+from ..loss import model_device
+from ..similarity import DistanceProfile, model_name
+from ..surgery import prune_fraction
+from .experiments import cached_heldout_loss, heal_cached
+from .statistics import PairedComparison, paired_comparison
+
+STAGES = ("pruned", "quantized", "healed")
+"""pruned: the pruned model as loaded; quantized: its quantized copy (the healing base) with no adapter; healed."""
+
+
+@dataclass
+class SweepResult:
+    """One row per (fraction, strategy, stage); `questions[i]` holds row i's per-question scores per task."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    questions: list[dict[str, dict[str, float]]] = field(default_factory=list)
+
+    def find(self, **match: Any) -> int:
+        """The index of the one row whose columns equal `match`."""
+        found = [i for i, row in enumerate(self.rows) if all(row.get(k) == v for k, v in match.items())]
+        if len(found) != 1:
+            raise KeyError(f"{len(found)} rows match {match}")
+        return found[0]
+
+    def paired(self, task: str, a: int, b: int, *, seed: int = 0) -> PairedComparison:
+        """Row b against row a on `task`, on the same questions."""
+        return paired_comparison(self.questions[a][task], self.questions[b][task], seed=seed)
+
+
+def sweep(
+    model: nn.Module,
+    tokenizer,
+    profile: DistanceProfile,
+    blocks: Mapping[str, torch.Tensor],
+    *,
+    fractions: Sequence[float],
+    strategies: Sequence[str],
+    heal_fractions: Sequence[float] = (),
+    tasks: Sequence[str] = (),
+    limits: Mapping[str, int] | None = None,
+    heal_settings: Mapping[str, Any] | None = None,
+    num_fewshot: int | None = None,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> SweepResult:
+    """Fraction 0 is the unpruned model (one row, strategy "none"). For the fractions in `heal_fractions` the
+    pruned model is also healed (`heal_settings`: keyword arguments of `heal`), and, when healing quantizes the
+    base, its quantized copy without an adapter is scored too. `num_fewshot` goes to `evaluate` (None: each
+    task's default)."""
+    evaluation = {"limit": dict(limits or {}), "num_fewshot": num_fewshot, "seed": seed, "batch_size": batch_size}
+    settings = dict(heal_settings or {})
+    base_identity = model_identity(model)
+    name = model_name(model)
+    result = SweepResult()
+    grid = [(f, s) for f in fractions for s in strategies if f > 0] + [(0.0, "none")] * (0 in fractions)
+    for fraction, strategy in tqdm(sorted(grid), desc="sweep"):
+        pruned = prune_fraction(model, profile, fraction, "last" if strategy == "none" else strategy, seed=seed)
+        variants = [("pruned", pruned.model, pruned_identity(base_identity, pruned.layers))]
+        if pruned.n and fraction in heal_fractions:
+            variants += _healing_variants(pruned.model, tokenizer, blocks["heal"], settings, seed)
+        for stage, candidate, identity in variants:
+            loss = cached_heldout_loss(
+                candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
+            )
+            scores, questions = _scores(candidate, tokenizer, tasks, evaluation, identity)
+            result.rows.append(
+                {
+                    "model": name,
+                    "fraction": fraction,
+                    "n": pruned.n,
+                    "strategy": strategy,
+                    "stage": stage,
+                    "layers": " ".join(map(str, pruned.layers)),
+                    "parameters": sum(p.numel() for p in pruned.model.parameters()),
+                    "loss": loss.loss,
+                    "normalized loss": loss.normalized,
+                    **scores,
+                }
+            )
+            result.questions.append(questions)
+    return result
+
+
+def _healing_variants(
+    pruned: nn.Module, tokenizer, heal_blocks: torch.Tensor, settings: Mapping[str, Any], seed: int
+) -> list[tuple[str, nn.Module, str]]:
+    """The quantized base without an adapter (when healing quantizes) and the healed model."""
+    from ..healing.training import load_base  # peft and bitsandbytes load only when a chapter heals
+
+    variants = []
+    quantization = settings.get("quantization", "4bit")
+    if quantization is not None:
+        base = load_base(pruned, quantization, model_device(pruned))
+        variants.append(("quantized", base, model_identity(base)))
+    healed = heal_cached(pruned, tokenizer, heal_blocks, seed=seed, progress=False, **settings).model
+    variants.append(("healed", healed, model_identity(healed)))
+    return variants
+
+
+def _scores(
+    model: nn.Module, tokenizer, tasks: Sequence[str], settings: Mapping[str, Any], identity: str
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """Headline value and stderr of each task as flat columns, and each task's per-question scores."""
+    if not tasks:
+        return {}, {}
+    from ..evaluation.harness import evaluate  # lm-eval loads only when a chapter evaluates
+
+    results = evaluate(model, tokenizer, list(tasks), identity=identity, progress=False, **settings)
+    flat: dict[str, Any] = {}
+    for row in results.rows:
+        if row["headline"]:
+            flat[row["task"]] = row["value"]
+            flat[f"{row['task']} stderr"] = row["stderr"]
+            flat[f"{row['task']} n"] = row["n"]
+            flat[f"{row['task']} chance"] = row["chance"]
+    return flat, results.questions
+
+
+def comparisons(result: SweepResult, tasks: Sequence[str], *, seed: int = 0) -> list[dict[str, Any]]:
+    """Each row against the unpruned model, and each healed or quantized row against the same pruned model, on
+    the same questions: the accuracy difference with its 95% paired-bootstrap interval and McNemar's p."""
+    base = result.find(strategy="none")
+    rows = []
+    for index, row in enumerate(result.rows):
+        if index == base:
+            continue
+        references = [("unpruned", base)]
+        if row["stage"] != "pruned":
+            references.append(
+                ("pruned", result.find(fraction=row["fraction"], strategy=row["strategy"], stage="pruned"))
+            )
+        for versus, reference in references:
+            for task in tasks:
+                paired = result.paired(task, reference, index, seed=seed)
+                rows.append(
+                    {
+                        "model": row["model"],
+                        "task": task,
+                        "fraction": row["fraction"],
+                        "strategy": row["strategy"],
+                        "stage": row["stage"],
+                        "versus": versus,
+                        "questions": paired.questions,
+                        "difference": paired.difference,
+                        "low": paired.low,
+                        "high": paired.high,
+                        "p": paired.p_value,
+                    }
+                )
+    return rows

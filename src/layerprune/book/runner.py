@@ -1,0 +1,278 @@
+"""Execute the chapter notebooks with papermill and render the book with Jupyter Book 1.x."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..cache import atomic_file
+from ..errors import ChapterError, InvalidInputError, LayerpruneError
+
+PROFILES = ("smoke", "default", "paper")
+GENERATED = Path("book") / "generated"
+
+
+@dataclass
+class BookRun:
+    """What `run_book` did: chapters executed (with seconds each), whether the HTML was built, total seconds."""
+
+    executed: dict[str, float] = field(default_factory=dict)
+    html: Path | None = None
+    seconds: float = 0.0
+
+
+def chapters(root: Path) -> list[str]:
+    """The chapter notebooks' names, in order (``notebooks/NN_*.ipynb``)."""
+    return sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def load_profile(name: str) -> dict[str, Any]:
+    """A named parameter profile shipped with the package: ``{"common": {...}, "chapters": {name: {...}}}``."""
+    if name not in PROFILES:
+        raise InvalidInputError(f"unknown book profile {name!r}; profiles: {', '.join(PROFILES)}")
+    text = resources.files("layerprune.book").joinpath("profiles", f"{name}.yaml").read_text()
+    return _normalise(yaml.safe_load(text), f"profile {name}")
+
+
+def load_parameter_file(path: str | Path) -> dict[str, Any]:
+    """A user's YAML parameters: either flat (``model: ...``) or ``{common: ..., chapters: ...}``."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise InvalidInputError(f"cannot read the parameter file {path}: {error}") from error
+    return _normalise(data or {}, str(path))
+
+
+def _normalise(data: Any, source: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise InvalidInputError(f"{source} must hold a mapping of parameter names to values")
+    if set(data) <= {"common", "chapters"}:
+        return {"common": dict(data.get("common") or {}), "chapters": dict(data.get("chapters") or {})}
+    return {"common": data, "chapters": {}}
+
+
+def parse_overrides(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """``-p key value`` pairs, values parsed as YAML (so ``0.25`` is a float and ``[1, 2]`` a list)."""
+    return {key: yaml.safe_load(value) for key, value in pairs}
+
+
+def _declared(notebook: Path) -> dict[str, dict[str, str]]:
+    """The notebook's `parameters` cell as papermill reads it: name -> inferred type, default, help."""
+    import papermill
+
+    return papermill.inspect_notebook(str(notebook))
+
+
+def chapter_parameters(notebook: Path, layers: Sequence[Mapping[str, Any]], chapter: str) -> dict[str, Any]:
+    """The parameters for one notebook: later layers win; only names in its `parameters` cell are passed."""
+    declared = _declared(notebook)
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged |= layer.get("common", {})
+        merged |= layer.get("chapters", {}).get(chapter, {})
+    return {name: value for name, value in merged.items() if name in declared}
+
+
+_KINDS: dict[type, str] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
+_TYPES: dict[str, type] = {kind.__name__: kind for kind in _KINDS}
+
+
+def declared_type(spec: Mapping[str, str]) -> type | None:
+    """A parameter's type: papermill's inferred type (from an annotation), else that of its literal default.
+
+    None when neither is one of bool, int, float, str, list, dict (then any value is passed on).
+    """
+    if spec.get("inferred_type_name") in _TYPES:
+        return _TYPES[spec["inferred_type_name"]]
+    try:
+        default = ast.literal_eval(spec.get("default", ""))
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return type(default) if type(default) in _TYPES.values() else None
+
+
+def _fits(kind: type, value: Any) -> bool:
+    """None fits every type (several parameters take it for "off" or "all"); an int fits a float."""
+    if value is None:
+        return True
+    if kind in (int, float) and isinstance(value, bool):
+        return False
+    if kind is float:
+        return isinstance(value, int | float)
+    return isinstance(value, list | tuple) if kind is list else isinstance(value, kind)
+
+
+def check_parameter_types(notebook: Path, parameters: Mapping[str, Any]) -> None:
+    """Raise InvalidInputError for a value whose type differs from that of the parameter's declared default."""
+    declared = _declared(notebook)
+    for name, value in parameters.items():
+        kind = declared_type(declared[name])
+        if kind is not None and not _fits(kind, value):
+            raise InvalidInputError(
+                f"book parameter {name!r} of {notebook.stem} must be {_KINDS[kind]} like its default "
+                f"{declared[name]['default']} (or None), got {type(value).__name__} {value!r}"
+            )
+
+
+def _check_known(root: Path, available: Sequence[str], user: Mapping[str, Any]) -> None:
+    """Every name the user set is a parameter of some chapter (of that chapter, for chapter sections)."""
+    declared = {chapter: set(_declared(root / "notebooks" / f"{chapter}.ipynb")) for chapter in available}
+    known = set().union(*declared.values())
+    unknown = set(user["common"]) - known
+    if unknown:
+        raise InvalidInputError(f"unknown book parameter(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    for chapter, values in user["chapters"].items():
+        if chapter not in declared:
+            raise InvalidInputError(f"parameters for unknown chapter {chapter!r}; chapters: {', '.join(available)}")
+        unknown = set(values or {}) - declared[chapter]
+        if unknown:
+            raise InvalidInputError(
+                f"unknown parameter(s) {sorted(unknown)} for chapter {chapter}; "
+                f"its parameters: {', '.join(sorted(declared[chapter]))}"
+            )
+
+
+def run_book(
+    root: str | Path = ".",
+    *,
+    profile: str = "default",
+    parameter_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    only: Sequence[str] | None = None,
+    build: bool = True,
+) -> BookRun:
+    """Execute chapters into book/generated/ (atomically), then build the HTML book into _build/html.
+
+    Every parameter is checked (name and type) before the first chapter runs.
+    """
+    root = Path(root).resolve()
+    started = time.perf_counter()
+    available = chapters(root)
+    if not available:
+        raise InvalidInputError(f"{root} holds no chapter notebooks (notebooks/NN_*.ipynb); is --root the book's root?")
+    user = load_parameter_file(parameter_file) if parameter_file else {"common": {}, "chapters": {}}
+    command_line = {"common": dict(overrides or {}), "chapters": {}}
+    _check_known(root, available, {"common": user["common"] | command_line["common"], "chapters": user["chapters"]})
+    selected = list(only) if only else available
+    missing = [c for c in selected if c not in available]
+    if missing:
+        raise InvalidInputError(f"unknown chapter(s) {missing}; chapters: {', '.join(available)}")
+    location = {"common": {"results_dir": f"results/{profile}"}, "chapters": {}}  # papermill runs in root
+    layers = [load_profile(profile), location, user, command_line]
+    planned: dict[str, dict[str, Any]] = {}
+    for chapter in selected:
+        notebook = root / "notebooks" / f"{chapter}.ipynb"
+        planned[chapter] = chapter_parameters(notebook, layers, chapter)
+        check_parameter_types(notebook, planned[chapter])
+    print(budget_note(profile), flush=True)
+    run = BookRun()
+    for chapter, parameters in planned.items():
+        notebook = root / "notebooks" / f"{chapter}.ipynb"
+        run.executed[chapter] = execute_chapter(notebook, root / GENERATED / f"{chapter}.ipynb", parameters, root)
+    if build:
+        absent = [c for c in available if not (root / GENERATED / f"{c}.ipynb").exists()]
+        if absent:
+            raise InvalidInputError(
+                f"cannot build the book: chapter(s) {absent} were never executed; run without --only"
+            )
+        run.html = build_html(root)
+    run.seconds = time.perf_counter() - started
+    return run
+
+
+def budget_note(profile: str) -> str:
+    """What to expect of a run of `profile` on this machine, said before it starts."""
+    import torch
+
+    from ..machine import native_bf16_cpu
+
+    if profile != "default" or torch.cuda.is_available():
+        return f"[book] profile {profile}"
+    if native_bf16_cpu():
+        return "[book] profile default on a CPU with native bfloat16: see the README's table for the measured time"
+    return (
+        "[book] profile default on a CPU WITHOUT native bfloat16: the models run in float32 (emulated bfloat16 is "
+        "slower still), so expect several times the README's measured time, which was taken with native bf16; "
+        "`make book PROFILE=smoke` (a tiny random model, minutes) shows every chapter quickly"
+    )
+
+
+def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any], root: Path) -> float:
+    """Run one notebook with papermill; the executed copy replaces `output` only if every cell succeeded.
+
+    A cell that raises a LayerpruneError (bad parameter values) becomes a ChapterError, one line; any other
+    exception is re-raised with the cell's traceback.
+    """
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    started = time.perf_counter()
+    print(f"[book] executing {notebook.name} with {dict(parameters)}", flush=True)
+    with atomic_file(output) as tmp:
+        try:
+            papermill.execute_notebook(
+                str(notebook),
+                str(tmp),
+                parameters=dict(parameters),
+                kernel_name="python3",
+                cwd=str(root),
+                progress_bar=True,
+                language="python",
+            )
+        except PapermillExecutionError as error:
+            if error.ename not in _error_names(LayerpruneError):
+                raise
+            raise ChapterError(
+                f"chapter {notebook.stem} stopped in cell {error.exec_count}: {error.ename}: {error.evalue}"
+            ) from None
+        hide_parameter_cells(tmp)
+    seconds = time.perf_counter() - started
+    print(f"[book] {notebook.name}: {seconds:.1f} s", flush=True)
+    return seconds
+
+
+def hide_parameter_cells(executed: Path) -> None:
+    """Tag the notebook's own parameters cell and papermill's injected one `remove-cell`: the page shows the values
+    the chapter ran with once, in its provenance table."""
+    notebook = json.loads(executed.read_text())
+    for cell in notebook["cells"]:
+        tags = cell.setdefault("metadata", {}).setdefault("tags", [])
+        if {"parameters", "injected-parameters"} & set(tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    executed.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+
+
+def _error_names(base: type) -> set[str]:
+    """The names of `base` and all its subclasses."""
+    return {base.__name__}.union(*(_error_names(sub) for sub in base.__subclasses__()))
+
+
+def build_html(root: Path, strict: bool = True) -> Path:
+    """Build the HTML book with Jupyter Book 1.x from the top-level _config.yml and _toc.yml."""
+    shutil.rmtree(root / "_build" / "html", ignore_errors=True)
+    command = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(root), "--path-output", str(root)]
+    if strict:
+        command += ["-W", "-n", "--keep-going"]
+    print(f"[book] {' '.join(command)}", flush=True)
+    result = subprocess.run(command, cwd=root, check=False)
+    if result.returncode != 0:
+        raise InvalidInputError(f"the Jupyter Book build failed (exit {result.returncode}); see the log above")
+    return root / "_build" / "html"

@@ -1,0 +1,288 @@
+"""Question-answering accuracy of in-memory models on the embedded benchmarks, through lm-eval, cached on disk.
+
+`evaluate` runs lm-eval's ``HFLM`` on the model object itself (plain, pruned, PeftModel or bitsandbytes 4-bit)
+with the task configurations of `layerprune.evaluation.tasks`. Results, with each question's score, are cached
+per task (`layerprune.cache`, kind "evaluation"), keyed by the model's identity (weights, config and prune/heal
+history), the task configuration, shot count, limit and seed; a cache hit does not run the model. lm-eval's log
+messages are hidden unless the ``lm_eval`` logger has been given a level
+(``logging.getLogger("lm_eval").setLevel("INFO")``) or ``LMEVAL_LOG_LEVEL`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import datasets
+import lm_eval
+import lm_eval.api.model
+import lm_eval.api.task
+from lm_eval.evaluator import evaluate as lm_evaluate
+from lm_eval.models.huggingface import HFLM
+from lm_eval.tasks import TaskManager
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from ..cache import atomic_file, entry_lock, model_identity, read_entry, stable_hash, write_entry
+from ..errors import InvalidInputError
+from ..loss import model_device
+from ..validation import check_int
+from .tasks import TASKS, Limit, resolve_limits, resolve_tasks, task_configs, write_configs
+
+FORMAT_VERSION = 2  # 2: per-question scores stored beside the rows
+COLUMNS = ("task", "metric", "value", "stderr", "n", "shots", "chance", "headline")
+
+
+@dataclass(frozen=True)
+class EvalResults:
+    """A tidy table: one row per task and metric, with columns `COLUMNS`.
+
+    ``headline`` marks the metric to quote for each task, as in the usual zero-shot tables (and the Open LLM
+    Leaderboard): ``acc_norm`` (log-likelihoods divided by the answer's length in characters) for ARC-Challenge
+    and HellaSwag, ``acc`` for the others; both are listed where lm-eval reports both. ``chance`` is
+    1 / number of choices; for BoolQ the majority class ("yes", 62% of the questions) is a higher bar than 0.5.
+    ``stderr`` is lm-eval's; where it has none (MMLU subjects with one question each) it is the binomial
+    sqrt(p (1 - p) / (n - 1)) over all ``n`` questions.
+    """
+
+    rows: list[dict[str, Any]]
+    questions: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per task, each question's score on the headline metric (1.0 right, 0.0 wrong), by question id: the same
+    ids for every model evaluated with the same limit and seed, so comparisons can be paired."""
+
+    def headline(self) -> dict[str, float]:
+        """The headline value of every task."""
+        return {row["task"]: row["value"] for row in self.rows if row["headline"]}
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """A Markdown table."""
+        lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        lines += ["| " + " | ".join(_format(row[column], digits) for column in COLUMNS) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """The table as CSV text, also written to `path` when given."""
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        if path is not None:
+            with atomic_file(Path(path)) as tmp:
+                tmp.write_text(buffer.getvalue())
+        return buffer.getvalue()
+
+
+def _format(value: Any, digits: int) -> str:
+    if value is None:
+        return ""
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def evaluate(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: str | Iterable[str],
+    *,
+    num_fewshot: int | None = None,
+    limit: Limit = None,
+    seed: int = 0,
+    batch_size: int = 8,
+    cache: bool = True,
+    progress: bool = True,
+    identity: str | None = None,
+) -> EvalResults:
+    """Accuracy of `model` on `tasks` (names in `layerprune.tasks.TASK_NAMES`, or a comma-separated string).
+
+    `num_fewshot`: None = each task's default (MMLU 5-shot from its dev split, the others 0-shot).
+    `limit`: questions per task, one int for all or a dict per task (e.g. `DEFAULT_LIMITS`); None = all. The
+    subset is seeded by `seed` and, for MMLU, spread evenly over the 57 subjects (see `layerprune.tasks`).
+    `batch_size` does not enter the cache key: it changes speed, not (beyond float rounding) the results.
+    `identity`: the model's `model_identity` when the caller already has it (hashing the weights is skipped).
+    """
+    names, limits = check_arguments(tasks, limit, num_fewshot, seed, batch_size)
+    _check_model(model, tokenizer)
+    configs = {name: task_configs(name, limit=limits[name], seed=seed, num_fewshot=num_fewshot) for name in names}
+    shots = {name: _shots(name, num_fewshot) for name in names}
+    identity = (identity or model_identity(model)) if cache else ""
+    keys = {name: _cache_key(identity, name, configs[name], shots[name], limits[name], seed) for name in names}
+    with entry_lock("evaluation", {"model": identity}) if cache else contextlib.nullcontext():
+        scored = {name: _read_cache(keys[name]) for name in names} if cache else {}
+        missing = [name for name in names if scored.get(name) is None]
+        if missing:
+            fresh = _run(model, tokenizer, {name: configs[name] for name in missing}, seed, batch_size, progress)
+            for name in missing:
+                scored[name] = fresh[name]
+                if cache:
+                    write_entry("evaluation", keys[name], fresh[name])
+    return EvalResults(
+        [row for name in names for row in scored[name]["rows"]],
+        {name: scored[name]["questions"] for name in names},
+    )
+
+
+def check_arguments(
+    tasks: str | Iterable[str], limit: Limit, num_fewshot: int | None, seed: int, batch_size: int
+) -> tuple[list[str], dict[str, int | None]]:
+    """Task names and per-task limits, after checking every argument of `evaluate` but the model."""
+    names = resolve_tasks(tasks)
+    limits = resolve_limits(limit, names)
+    check_int("num_fewshot", num_fewshot, 0, optional=True)
+    check_int("seed", seed, 0)
+    check_int("batch_size", batch_size, 1)
+    return names, limits
+
+
+def _check_model(model: object, tokenizer: object) -> None:
+    if not isinstance(model, nn.Module) or getattr(model, "config", None) is None:
+        raise InvalidInputError(f"model must be a transformers causal LM (or a PeftModel), got {type(model).__name__}")
+    if not isinstance(tokenizer, PreTrainedTokenizerBase):
+        raise InvalidInputError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
+
+
+def _shots(name: str, num_fewshot: int | None) -> int:
+    return TASKS[name].default_shots if num_fewshot is None else num_fewshot
+
+
+def _cache_key(identity: str, name: str, configs: dict, shots: int, limit: int | None, seed: int) -> dict[str, Any]:
+    return {
+        "format": FORMAT_VERSION,
+        "lm_eval": lm_eval.__version__,
+        "model": identity,
+        "task": name,
+        "config": stable_hash(configs),
+        "shots": shots,
+        "limit": limit,
+        "seed": seed,
+    }
+
+
+def _read_cache(key: dict[str, Any]) -> dict[str, Any] | None:
+    """The cached rows and question scores for `key`, or None if absent or not what this version writes."""
+    stored = read_entry("evaluation", key)
+    valid = (
+        isinstance(stored, dict)
+        and _valid_rows(stored.get("rows"), key["task"])
+        and isinstance(stored.get("questions"), dict)
+    )
+    return stored if valid else None
+
+
+def _valid_rows(rows: object, task: str) -> bool:
+    return (
+        isinstance(rows, list)
+        and [row.get("metric") if isinstance(row, dict) else None for row in rows] == list(TASKS[task].metrics)
+        and all(set(row) == set(COLUMNS) and row["task"] == task for row in rows)
+    )
+
+
+def _run(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    configs: Mapping[str, dict],
+    seed: int,
+    batch_size: int,
+    progress: bool,
+) -> dict[str, list[dict[str, Any]]]:
+    """Run lm-eval once over all `configs` (short name -> YAML files) and return rows per task."""
+    was_training = model.training
+    with tempfile.TemporaryDirectory(prefix="layerprune-tasks-") as tmp, _quiet_lm_eval():
+        for files in configs.values():
+            write_configs(Path(tmp), files)
+        manager = TaskManager(include_path=tmp, include_defaults=False)
+        loaded = manager.load([TASKS[name].lm_eval_name for name in configs])
+        for task in loaded["tasks"].values():
+            task.set_fewshot_seed(seed=seed)
+        lm = _ProgressHFLM(
+            pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model_device(model))
+        )
+        lm.show_progress = progress
+        try:
+            results = lm_evaluate(lm=lm, task_dict=loaded, log_samples=True)
+        finally:
+            model.train(was_training)
+    return {name: {"rows": _rows(name, results), "questions": _questions(name, results)} for name in configs}
+
+
+class _ProgressHFLM(HFLM):
+    """lm-eval's HFLM whose request progress bars can be switched off."""
+
+    show_progress = True
+
+    def loglikelihood(self, requests, disable_tqdm: bool = False):
+        return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.show_progress)
+
+
+@contextlib.contextmanager
+def _quiet_lm_eval() -> Iterator[None]:
+    """Hide lm-eval's log messages (unless its logger was configured) and every progress bar but its main one."""
+    logger = logging.getLogger("lm_eval")
+    quiet = logger.level == logging.NOTSET and not os.environ.get("LMEVAL_LOG_LEVEL")
+    bars_were_on = not datasets.are_progress_bars_disabled()
+    if quiet:
+        logger.setLevel(logging.ERROR)
+    datasets.disable_progress_bars()
+    try:
+        with (
+            mock.patch.object(lm_eval.api.task, "tqdm", _silent_tqdm),
+            mock.patch.object(lm_eval.api.model, "tqdm", _silent_tqdm),
+        ):
+            yield
+    finally:
+        if quiet:
+            logger.setLevel(logging.NOTSET)
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _silent_tqdm(iterable: Iterable, **_kwargs: Any) -> Iterable:
+    return iterable
+
+
+def _rows(name: str, results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of one task from lm-eval's results (for MMLU: its group over the evaluated subjects)."""
+    spec = TASKS[name]
+    scores = results["results"][spec.lm_eval_name]
+    return [
+        {
+            "task": name,
+            "metric": metric,
+            "value": float(scores[f"{metric},none"]),
+            "stderr": _stderr(scores, metric),
+            "n": int(scores["sample_len"]),
+            "shots": int(results["n-shot"][spec.lm_eval_name]),
+            "chance": spec.chance,
+            "headline": metric == spec.headline,
+        }
+        for metric in spec.metrics
+    ]
+
+
+def _questions(name: str, results: dict[str, Any]) -> dict[str, float]:
+    """Each question's headline score, by "<lm-eval task>:<doc id>" (MMLU: one lm-eval task per subject)."""
+    spec = TASKS[name]
+    return {
+        f"{task}:{sample['doc_id']}": float(sample[spec.headline])
+        for task, samples in sorted(results.get("samples", {}).items())
+        if task == spec.lm_eval_name or task.startswith(f"{spec.lm_eval_name}_")
+        for sample in samples
+    }
+
+
+def _stderr(scores: dict[str, Any], metric: str) -> float | None:
+    """lm-eval's standard error, else (its "N/A") the binomial one over all questions; None for one question."""
+    try:
+        stderr = float(scores[f"{metric}_stderr,none"])
+    except (KeyError, TypeError, ValueError):
+        value, n = float(scores[f"{metric},none"]), int(scores["sample_len"])
+        return math.sqrt(value * (1 - value) / (n - 1)) if n > 1 else None
+    return stderr if math.isfinite(stderr) else None

@@ -1,0 +1,77 @@
+"""The machine results were measured on: CPU, cores, native bfloat16, memory, GPU, load and versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+LOAD_KEY = "load average (1 min)"
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else what `platform` knows)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return found.group(1).strip() if found else platform.machine()
+
+
+def native_bf16_cpu() -> bool:
+    """Whether the CPU computes bfloat16 natively (AMX tiles or AVX512-BF16); without, bf16 is emulated and slow."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def gpu_name() -> str:
+    """The first CUDA device with its memory, or "none"."""
+    if not torch.cuda.is_available():
+        return "none"
+    props = torch.cuda.get_device_properties(0)
+    return f"{props.name} ({props.total_memory / 2**30:.0f} GiB)"
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: CPU, cores, torch threads, native bf16, memory, GPU, load, versions."""
+    import transformers
+
+    return {
+        "cpu": cpu_name(),
+        "cores": os.cpu_count(),
+        "torch threads": torch.get_num_threads(),
+        "cpu capability": torch.backends.cpu.get_cpu_capability(),
+        "native bf16": native_bf16_cpu(),
+        "memory GiB": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "gpu": gpu_name(),
+        LOAD_KEY: round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def timing_machine() -> dict[str, Any]:
+    """What a timing depends on (`machine()` without the passing load): part of the key of a cached timing."""
+    return {key: value for key, value in machine().items() if key != LOAD_KEY}
+
+
+def describe_machine() -> str:
+    """`machine()` as one line."""
+    return ", ".join(f"{key}: {value}" for key, value in machine().items())
+
+
+def machine_line() -> str:
+    """A short line for the provenance box: OS and CPU, cores, whether bf16 is native, accelerator, Python."""
+    bf16 = "native bf16" if native_bf16_cpu() else "no native bf16"
+    gpu = gpu_name()
+    accelerator = "no GPU" if gpu == "none" else gpu
+    return (
+        f"{platform.system()} {cpu_name()}, {os.cpu_count()} cores ({bf16}), {accelerator}, "
+        f"Python {platform.python_version()}"
+    )

@@ -1,0 +1,102 @@
+"""A benchmark's report: its measured rows, the machine, and each ratio against its goal; cacheable by machine."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..cache import cached, decode_records, encode_records, key_part
+from ..machine import timing_machine
+
+
+@dataclass(frozen=True)
+class Check:
+    """A measured value against its goal."""
+
+    measure: str
+    value: float
+    target: float
+    higher_is_better: bool
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.target if self.higher_is_better else self.value <= self.target
+
+    def as_dict(self) -> dict[str, Any]:
+        goal = f"{'>=' if self.higher_is_better else '<='} {self.target:g}"
+        return {"measure": self.measure, "value": _significant(self.value), "goal": goal, "met": self.met}
+
+
+@dataclass
+class Report:
+    """A titled table of measurements (one dict per row) and the goals they are held to."""
+
+    title: str
+    rows: list[dict[str, Any]]
+    checks: list[Check] = field(default_factory=list)
+
+    def table(self) -> pd.DataFrame:
+        """The rows, floats rounded to 4 significant digits (so a saved CSV shows what the page shows)."""
+        return pd.DataFrame(self.rows).map(_significant)
+
+    def goals(self) -> pd.DataFrame:
+        return pd.DataFrame([check.as_dict() for check in self.checks], columns=["measure", "value", "goal", "met"])
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (`from_dict` is the inverse)."""
+        rows = encode_records([{key: _plain(value) for key, value in row.items()} for row in self.rows])
+        return {"title": self.title, "rows": rows, "checks": [dataclasses.asdict(check) for check in self.checks]}
+
+    @classmethod
+    def from_dict(cls, payload: Mapping[str, Any]) -> Report:
+        return cls(payload["title"], decode_records(payload["rows"]), [Check(**check) for check in payload["checks"]])
+
+    def text(self) -> str:
+        """The report as plain text, for the bench scripts."""
+        parts = [f"== {self.title}", self.table().to_string(index=False)]
+        if self.checks:
+            parts += ["-- goals", self.goals().to_string(index=False)]
+        return "\n".join(parts) + "\n"
+
+
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python number it holds (for JSON)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def cacheable(kind: str) -> Callable[[Callable[..., Report]], Callable[..., Report]]:
+    """Give a benchmark a `cache` keyword: with `cache=True` its report is cached like the book's other results,
+    keyed by every argument (models by identity, tensors by digest) and by this machine (`timing_machine`), so a
+    rerun with the same parameters on the same machine shows the numbers measured the first time."""
+
+    def decorate(function: Callable[..., Report]) -> Callable[..., Report]:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def run(*args: Any, cache: bool = False, **kwargs: Any) -> Report:
+            if not cache:
+                return function(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            key = {name: key_part(value) for name, value in bound.arguments.items() if name != "progress"}
+            key["machine"] = timing_machine()
+            measure = functools.partial(function, *args, **kwargs)
+            return cached(f"bench-{kind}", key, measure, encode=Report.to_dict, decode=Report.from_dict)
+
+        return run
+
+    return decorate
+
+
+def _significant(value: Any, digits: int = 4) -> Any:
+    if isinstance(value, float | np.floating) and math.isfinite(value) and value != 0:
+        return round(float(value), digits - 1 - math.floor(math.log10(abs(value))))
+    return value

@@ -1,0 +1,168 @@
+"""Healing and evaluation throughput: QLoRA tokens/s on 4-bit, 8-bit and plain bases; lm-eval against a raw
+forward pass over the same batches."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..loss import model_device
+from .measure import (
+    PeakMemory,
+    current_mib,
+    in_subprocess,
+    paired_ratio,
+    peak_mib,
+    reset_peak,
+    rounds,
+    timed,
+    weights_in_memory,
+)
+from .profiling import (
+    corpus_tokens,
+)
+from .report import Report
+
+
+def healing_run(
+    model: str,
+    quantization: str | None,
+    steps: int,
+    batch_size: int,
+    block_size: int,
+    seed: int = 0,
+    corpus: str = "sotu",
+) -> dict[str, Any]:
+    """`heal` from the model's name (loaded as it trains: 4-bit, 8-bit or full precision) for a few steps on
+    corpus blocks (subprocess entry): its training tokens/s, and its memory over the level before the call, split
+    at the first forward call: the loaded model (with LoRA), the peak while loading, the peak while training."""
+    from ..healing.training import heal
+    from ..models import load_tokenizer, resolve_source
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(resolve_source(model))
+    blocks = corpus_tokens(tokenizer, "heal", steps * batch_size, block_size, seed, corpus)
+    memory = PeakMemory(device)
+    loading: dict[str, float] = {}
+
+    def loaded(module: nn.Module, args: tuple) -> None:
+        handle.remove()
+        loading["model MiB"] = current_mib(device) - memory.baseline
+        loading["load peak MiB"] = peak_mib(device) - memory.baseline
+        reset_peak(device)
+
+    handle = nn.modules.module.register_module_forward_pre_hook(loaded)
+    try:
+        with weights_in_memory(), memory:
+            result = heal(
+                model,
+                tokenizer,
+                blocks,
+                quantization=quantization,
+                steps=steps,
+                batch_size=batch_size,
+                warmup=0,
+                seed=seed,
+                progress=False,
+            )
+    finally:
+        handle.remove()
+    return {
+        "method": f"QLoRA {quantization}" if quantization else "LoRA (full-precision base)",
+        "steps": steps,
+        "tokens": result.tokens,
+        "train seconds": result.seconds,
+        "tokens/s": result.tokens_per_second,
+        **loading,
+        "train peak MiB": memory.increase,
+    }
+
+
+def healing_speed(
+    model: str,
+    *,
+    quantizations: Sequence[str | None] = ("4bit", "8bit", None),
+    steps: int = 3,
+    batch_size: int = 2,
+    block_size: int = 128,
+    repeats: int = 1,
+    seed: int = 0,
+) -> Report:
+    """`healing_run` for each quantization, each in its own fresh interpreter, `repeats` rounds in rotating order;
+    each variant's best round, and its tokens/s relative to the last variant's (plain LoRA by default)."""
+    runs = rounds(
+        {
+            str(quantization): functools.partial(
+                in_subprocess,
+                "healing_run",
+                model=model,
+                quantization=quantization,
+                steps=steps,
+                batch_size=batch_size,
+                block_size=block_size,
+                seed=seed,
+            )
+            for quantization in quantizations
+        },
+        repeats,
+        progress=False,
+    )
+    rows = [max(results, key=lambda run: run["tokens/s"]) for results in runs.values()]
+    for row in rows:
+        row[f"tokens/s / {rows[-1]['method']}"] = row["tokens/s"] / rows[-1]["tokens/s"]
+    return Report(f"healing: {model}, {steps} steps of {batch_size} x {block_size} tokens, {repeats} round(s)", rows)
+
+
+def evaluation_speed(
+    model: nn.Module,
+    tokenizer,
+    *,
+    task: str = "arc_easy",
+    limit: int = 20,
+    batch_size: int = 8,
+    repeats: int = 2,
+    progress: bool = True,
+) -> Report:
+    """lm-eval (`evaluate`, cache off) against a raw forward pass over exactly the batches lm-eval fed the model
+    (recorded by a hook during a first, untimed run)."""
+    from ..evaluation.harness import evaluate
+
+    batches: list[torch.Tensor] = []
+
+    def record(module: nn.Module, args: tuple, kwargs: dict) -> None:
+        batches.append((args[0] if args else kwargs["input_ids"]).detach().clone())
+
+    def run_evaluate() -> None:
+        evaluate(model, tokenizer, [task], limit=limit, batch_size=batch_size, cache=False, progress=False)
+
+    def replay() -> None:
+        with torch.no_grad():
+            for batch in batches:
+                model(input_ids=batch)
+
+    handle = model.register_forward_pre_hook(record, with_kwargs=True)
+    try:
+        run_evaluate()
+    finally:
+        handle.remove()
+    device = model_device(model)
+    times = rounds(
+        {"evaluate": timed(run_evaluate, device), "forward": timed(replay, device)}, repeats, progress=progress
+    )
+    tokens = sum(batch.numel() for batch in batches)
+    rows = [
+        {
+            "method": f"lm-eval evaluate({task}, limit={limit})" if name == "evaluate" else "forward, same batches",
+            "batches": len(batches),
+            "tokens (padded)": tokens,
+            "seconds (best)": min(values),
+            "tokens/s (best)": tokens / min(values),
+            "time / forward (median)": paired_ratio(values, times["forward"]),
+        }
+        for name, values in times.items()
+    ]
+    return Report(f"evaluation: {task}, {limit} questions, batch {batch_size}, {repeats} rounds", rows)

@@ -1,0 +1,67 @@
+import json
+
+import torch
+
+from layerprune.book.experiments import cached_generations, pruned_losses
+from layerprune.cache import cache_root, cached, decode_records, encode_records, tensor_digest
+from layerprune.evaluation.generation import greedy_generate
+from layerprune.loss import heldout_loss
+from layerprune.similarity import profile_distances
+from layerprune.surgery import prune
+from layerprune.tiny import byte_tokenizer, tiny_model
+
+
+def test_results_are_computed_once_and_reused(isolated_cache):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"value": 3.5}
+
+    first = cached("demo", {"a": 1}, compute, encode=dict, decode=dict)
+    second = cached("demo", {"a": 1}, compute, encode=dict, decode=dict)
+    assert first == second == {"value": 3.5} and len(calls) == 1
+    cached("demo", {"a": 2}, compute, encode=dict, decode=dict)
+    assert len(calls) == 2
+
+
+def test_a_damaged_cache_file_is_recomputed_not_used(isolated_cache):
+    cached("demo", {"a": 1}, lambda: {"value": 1}, encode=dict, decode=dict)
+    (path,) = (cache_root() / "results" / "demo").glob("*.json")
+    stored = json.loads(path.read_text())
+    stored["value"]["value"] = 999
+    path.write_text(json.dumps(stored))
+    assert cached("demo", {"a": 1}, lambda: {"value": 1}, encode=dict, decode=dict) == {"value": 1}
+    path.write_text("{ truncated")
+    assert cached("demo", {"a": 1}, lambda: {"value": 2}, encode=dict, decode=dict) == {"value": 2}
+    assert not [p for p in path.parent.iterdir() if p.suffix != ".json"]
+
+
+def test_tensor_digest_sees_values_shape_and_dtype():
+    base = torch.arange(6)
+    assert tensor_digest(base) == tensor_digest(torch.arange(6))
+    assert tensor_digest(base) != tensor_digest(base.view(2, 3))
+    assert tensor_digest(base) != tensor_digest(base.to(torch.int32))
+    assert tensor_digest(base) != tensor_digest(torch.tensor([0, 1, 2, 3, 4, 6]))
+
+
+def test_records_keep_their_column_order():
+    rows = [{"b": 1, "a": 2.5}, {"b": 3, "a": None, "c": "x"}]
+    stored = json.loads(json.dumps(encode_records(rows), sort_keys=True))
+    assert [list(row) for row in decode_records(stored)] == [["b", "a", "c"]] * 2
+    assert decode_records(stored)[0] == {"b": 1, "a": 2.5, "c": None}
+
+
+def test_pruned_losses_and_generations_from_the_cache_equal_direct_runs(isolated_cache):
+    model = tiny_model("llama", num_layers=4, hidden=32)
+    blocks = torch.randint(0, 256, (4, 12), generator=torch.Generator().manual_seed(1))
+    profile = profile_distances(model, blocks, progress=False)
+    for _ in range(2):  # computed, then read back
+        rows = pruned_losses(model, profile, blocks, [0.25, 0.5], ["similarity", "last"], batch_size=2)
+        for row in rows:
+            direct = heldout_loss(prune(model, row["layers"]), blocks, batch_size=2, progress=False)
+            assert abs(row["loss"] - direct.loss) < 1e-6, row
+    tokenizer = byte_tokenizer()
+    direct = greedy_generate(model, tokenizer, ["The Union"], max_new_tokens=4)
+    assert cached_generations(model, tokenizer, ["The Union"], max_new_tokens=4) == direct
+    assert cached_generations(model, tokenizer, ["The Union"], max_new_tokens=4) == direct

@@ -1,0 +1,108 @@
+"""The claims ledger, judged on small result files written here."""
+
+import pandas as pd
+import pytest
+
+from layerprune.book import claims
+
+MODEL = "m"
+
+
+def _blocks(starts: list[int], layers: int = 10) -> pd.DataFrame:
+    rows = [
+        {"model": MODEL, "layers": layers, "n": n, "fraction": n / layers, "start": start, "same start": 0.9}
+        for n, start in enumerate(starts, start=1)
+    ]
+    return pd.DataFrame(rows)
+
+
+def _sweep(accuracy: dict[float, float], healed: dict[float, float] | None = None) -> pd.DataFrame:
+    """MMLU accuracy of the similarity block by fraction (0: unpruned), 400 questions, loss rising with it."""
+    rows = []
+    for fraction, value in accuracy.items():
+        strategy = "none" if fraction == 0 else "similarity"
+        rows.append(_row(fraction, strategy, "pruned", value, 3.0 + 4 * fraction))
+        if fraction:
+            rows.append(_row(fraction, "last", "pruned", value - 0.01, 3.5 + 8 * fraction))
+    for fraction, value in (healed or {}).items():
+        rows.append(_row(fraction, "similarity", "healed", value, 3.1 + fraction))
+        rows.append(_row(fraction, "last", "healed", value, 3.12 + fraction))
+    return pd.DataFrame(rows)
+
+
+def _row(fraction: float, strategy: str, stage: str, accuracy: float, loss: float) -> dict:
+    return {
+        "model": MODEL, "fraction": fraction, "strategy": strategy, "stage": stage, "parameters": 10**9, "loss": loss,
+        "mmlu": accuracy, "mmlu n": 400, "mmlu chance": 0.25,
+    }  # fmt: skip
+
+
+def _comparisons(sweep: pd.DataFrame, resolved_below: set[float]) -> pd.DataFrame:
+    rows = [
+        {"model": MODEL, "task": "mmlu", "fraction": row.fraction, "strategy": row.strategy, "stage": row.stage,
+         "versus": "unpruned", "low": -0.2, "high": -0.05 if row.fraction in resolved_below else 0.02}
+        for row in sweep.itertuples() if row.strategy != "none"
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _write(tmp_path, **tables: pd.DataFrame):
+    for name, table in tables.items():
+        table.to_csv(tmp_path / f"{name}.csv", index=False)
+    return {(v.claim, v.model): v for v in claims.ledger(tmp_path)}
+
+
+def test_deep_blocks_and_shallow_blocks(tmp_path):
+    deep = _write(tmp_path, **{"01_blocks": _blocks([8, 7, 6, 5, 4, 3, 2, 1, 0])})
+    assert deep[("a", MODEL)].verdict == claims.HELD
+    shallow = _write(tmp_path, **{"01_blocks": _blocks([1, 1, 1, 1, 1, 1, 1, 1, 0])})
+    assert shallow[("a", MODEL)].verdict == claims.NOT_HELD
+    assert "l*(n)" in shallow[("a", MODEL)].evidence and shallow[("a", MODEL)].figure == "01_similarity.html"
+
+
+def test_final_layer_distinct_only_when_resolved(tmp_path):
+    layers = pd.DataFrame(
+        {"model": MODEL, "layer": range(4), "D": [0.2, 0.1, 0.1, 0.5], "D low": [0.18, 0.09, 0.09, 0.45],
+         "D high": [0.22, 0.11, 0.11, 0.55]}
+    )  # fmt: skip
+    assert _write(tmp_path, **{"01_single_layers": layers})[("b", MODEL)].verdict == claims.HELD
+    layers.loc[3, "D low"] = 0.19
+    assert _write(tmp_path, **{"01_single_layers": layers})[("b", MODEL)].verdict == claims.PARTLY
+    layers.loc[3, "D"] = 0.15
+    assert _write(tmp_path, **{"01_single_layers": layers})[("b", MODEL)].verdict == claims.NOT_HELD
+
+
+def test_plateau_then_collapse_is_held_and_an_immediate_drop_is_not(tmp_path):
+    sweep = _sweep({0.0: 0.55, 0.1: 0.54, 0.2: 0.53, 0.3: 0.26, 0.4: 0.25})
+    found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, {0.3, 0.4})})
+    verdict = found[("c", MODEL)]
+    assert verdict.verdict == claims.HELD and "up to 20%" in verdict.evidence and "from 30%" in verdict.evidence
+    assert claims.collapse_point(sweep, _comparisons(sweep, {0.3, 0.4}), "mmlu") == (0.2, 0.3)
+    found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, {0.1, 0.2, 0.3, 0.4})})
+    verdict = found[("c", MODEL)]
+    assert verdict.verdict == claims.PARTLY and "no fraction removed keeps it" in verdict.evidence
+
+
+def test_a_model_at_chance_cannot_test_qa_claims(tmp_path):
+    sweep = _sweep({0.0: 0.26, 0.2: 0.25})
+    found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, set())})
+    assert found[("c", MODEL)].verdict == claims.UNTESTABLE
+    assert found[("f", "all")].verdict == claims.UNTESTABLE
+
+
+def test_healing_and_strategies(tmp_path):
+    sweep = _sweep({0.0: 0.55, 0.2: 0.30, 0.4: 0.25}, healed={0.2: 0.33, 0.4: 0.26})
+    found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, {0.2, 0.4})})
+    assert found[("d", MODEL)].verdict == claims.HELD  # loss recovers most of the way, MMLU a little
+    assert found[("e", MODEL)].verdict == claims.HELD  # similarity wins before healing, and the two meet after
+    assert "before healing" in found[("e", MODEL)].evidence
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_the_ledger_check_sees_a_changed_result(tmp_path, flip):
+    sweep = _sweep({0.0: 0.55, 0.1: 0.54, 0.2: 0.26})
+    _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, {0.2})})
+    claims.ledger_table(tmp_path).to_csv(tmp_path / "07_claims.csv", index=False)
+    if flip:
+        _write(tmp_path, **{"04_comparisons": _comparisons(sweep, {0.1, 0.2})})
+    assert bool(claims.check_ledger(tmp_path, tmp_path / "07_claims.csv")) == flip
