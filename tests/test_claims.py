@@ -90,6 +90,20 @@ def test_a_model_at_chance_cannot_test_qa_claims(tmp_path):
     assert found[("f", "all")].verdict == claims.UNTESTABLE
 
 
+def test_larger_models_hold_longer_on_the_ladder(tmp_path):
+    small = _sweep({0.0: 0.5, 0.1: 0.26, 0.2: 0.25}).assign(model="small", parameters=10**8)
+    large = _sweep({0.0: 0.6, 0.1: 0.58, 0.2: 0.27}).assign(model="large", parameters=10**9)
+    ladder = pd.concat([small, large], ignore_index=True)
+    comparisons = pd.concat(
+        [_comparisons(small, {0.1, 0.2}).assign(model="small"), _comparisons(large, {0.2}).assign(model="large")]
+    )
+    found = _write(tmp_path, **{"05_across_models": ladder, "05_comparisons": comparisons})
+    assert found[("f", "all")].verdict == claims.HELD
+    assert "small (100M) at chance from 10%" in found[("f", "all")].evidence
+    swapped = ladder.assign(parameters=ladder["parameters"].iloc[::-1].to_numpy())
+    assert _write(tmp_path, **{"05_across_models": swapped})[("f", "all")].verdict == claims.NOT_HELD
+
+
 def test_healing_and_strategies(tmp_path):
     sweep = _sweep({0.0: 0.55, 0.2: 0.30, 0.4: 0.25}, healed={0.2: 0.33, 0.4: 0.26})
     found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, {0.2, 0.4})})
@@ -106,3 +120,23 @@ def test_the_ledger_check_sees_a_changed_result(tmp_path, flip):
     if flip:
         _write(tmp_path, **{"04_comparisons": _comparisons(sweep, {0.1, 0.2})})
     assert bool(claims.check_ledger(tmp_path, tmp_path / "07_claims.csv")) == flip
+
+
+def test_prose_states_what_the_tables_hold():
+    from layerprune.book import prose
+
+    blocks = _blocks([1, 1, 1, 7, 6, 5, 4, 3, 0]).assign(**{"runner-up start": 2})
+    text = prose.depth(blocks)
+    assert "$\\ell^*(n)$ = 1, 1, 1, 7, 6" in text and "2 of 5 start in the deeper half" in text
+    sweep = _sweep({0.0: 0.55, 0.1: 0.54, 0.2: 0.30}, healed={0.2: 0.33})
+    comparisons = _comparisons(sweep, {0.2})
+    headline = prose.headline(sweep[sweep["stage"] == "pruned"], comparisons, "mmlu", ["similarity"])
+    assert "scores 0.550 [" in headline and "up to 10%" in headline and "reaches chance" not in headline
+    healed = prose.healing(sweep, comparisons, "mmlu")
+    assert "similarity, 20%: loss 3.80 -> 3.30 nats healed (unpruned 3.00); mmlu 0.300 -> 0.330" in healed
+    losses = pd.DataFrame(
+        {"fraction": [0.2] * 4, "strategy": ["similarity", "last", "random", "random"], "loss": [4, 6, 5, 7]}
+    )
+    assert prose.selection(losses, 3.0) == (
+        "Unpruned: 3.00 nats. 20% removed: similarity lowest (4.00 nats), random 6.00 ± 1.41 over 2 seeds."
+    )

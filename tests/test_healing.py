@@ -343,3 +343,13 @@ def test_two_processes_heal_like_one(model_and_corpus, tmp_path):
     assert two["healing"]["num_processes"] == 2 and one["healing"]["num_processes"] == 1
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5)
     assert two["evaluations"][-1]["loss"] == pytest.approx(one["evaluations"][-1]["loss"], rel=1e-5)
+
+
+def test_a_model_card_credits_the_embedded_base_model():
+    from layerprune.healing.merging import model_card
+
+    config = tiny_model("llama").config
+    assert "## Base model" not in model_card(config)
+    config.name_or_path = "qwen2.5-coder-1.5b"
+    card = model_card(config)
+    assert "Qwen team (Alibaba Cloud)" in card and "Apache License" in card

@@ -39,6 +39,22 @@ def test_for_reading_rounds_groups_and_spans():
     assert shown[2][4:] == ["3-5, 9", "99,012,345", "9.08e-04", "0.50 ± 0.29"]
 
 
+def test_floats_show_three_significant_digits_and_short_decimals_as_written():
+    table = pd.DataFrame(
+        {
+            "normalized loss": [0.999541, 1.003421, 0.996922],
+            "perplexity": [258.340114, 1234.5678, 0.0099996],
+            "fraction": [0.0, 0.125, 0.5],
+            "time / forward": [1.0, 1.836, 0.08117],
+        }
+    )
+    assert cells(table) == [
+        ["1.00", "258", "0", "1"],
+        ["1.00", "1,235", "0.125", "1.836"],
+        ["0.997", "1.00e-02", "0.5", "0.0812"],
+    ]
+
+
 def test_for_reading_hides_the_index_and_puts_units_and_errors_in_the_headers():
     html = tables.for_reading(RESULTS, headers={"n": "layers removed"}).to_html()
     headers = re.findall(r"<th[^>]*>(.*?)</th>", html)
@@ -56,10 +72,19 @@ def test_for_reading_hides_the_index_and_puts_units_and_errors_in_the_headers():
 
 
 def test_no_shown_number_has_more_than_four_decimals():
-    values = [0.123456789, 1.23456789e-5, 12.3456789, 0.0099996, 999.6, 123456.789, -0.5, float("nan")]
-    shown = cells(pd.DataFrame({"x": values, "x stderr": [1e-6] * len(values), "y": values}))
+    values = [0.123456789, 1.23456789e-5, 0.0099996, 0.000123, -0.5, float("nan")]
+    errors = [0.02, 1e-6, 0.001, 1e-5, 0.1, 0.1]
+    shown = cells(pd.DataFrame({"x": values, "x stderr": errors, "y": values}))
     assert not [cell for row in shown for cell in row if re.search(r"\d\.\d{5,}", cell)]
-    assert [row[1] for row in shown] == ["0.123", "1.23e-05", "12.3", "0.01", "1,000", "123,457", "-0.5", "–"]
+    assert [row[1] for row in shown] == ["0.123", "1.23e-05", "1.00e-02", "1.23e-04", "-0.5", "–"]
+    assert [row[0] for row in shown] == [
+        "0.123 ± 0.020",
+        "1.23e-05 ± 1.0e-06",
+        "0.0100 ± 0.0010",
+        "1.23e-04 ± 1.0e-05",
+        "-0.50 ± 0.10",
+        "–",
+    ]
 
 
 def test_layer_lists_and_text_are_shown_as_they_are():
@@ -130,3 +155,10 @@ def test_integers_and_floats_keep_their_types_in_the_csv(tmp_path):
     again = pd.read_csv(tmp_path / "x.csv")
     assert again["parameters"].dtype == np.int64
     assert again["loss"].iloc[1] == pytest.approx(881.756346, rel=1e-6)
+
+
+def test_html_entities_are_not_read_as_numbers():
+    from layerprune.book.table_check import shown_rows
+
+    assert shown_rows("<table><tr><td>it&#39;s 0.5 &amp; 2</td></tr></table>")[0][0].value == 0.5
+    assert [n.value for n in shown_rows("<tr><td>it&#39;s 0.5</td></tr>")[0]] == [0.5]

@@ -24,6 +24,7 @@ _MODULES = (
     "launch",
     "pages",
     "plots",
+    "prose",
     "provenance",
     "runner",
     "grid",

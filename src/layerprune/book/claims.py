@@ -21,7 +21,7 @@ CLAIMS = {
     "e": "before healing the similarity block beats the last-layers heuristic; after healing they meet",
     "f": "larger models hold their accuracy to a larger fraction of layers removed",
 }
-CHAPTERS = {"01": "01_similarity", "04": "04_results", "05": "05_across_models"}
+CHAPTERS = {"01": "01_similarity", "04": "04_results", "05": "05_across_models"}  # where each file is shown
 DEEP = 0.5  # a block is deep when it starts in the second half of the layers it can start at
 MEET = 0.25  # healed strategies meet when their loss gap shrinks to under a quarter of the gap before healing
 
@@ -80,21 +80,27 @@ class _Tables:
         return _concat(self.get("01_single_layers.csv"), self.get("05_single_layers.csv"))
 
     def sweeps(self) -> pd.DataFrame:
-        return _concat(self.get("04_results.csv"), self.get("05_across_models.csv"))
+        return _concat(self.get("04_headline.csv"), self.get("04_results.csv"), self.get("05_across_models.csv"))
 
     def comparisons(self) -> pd.DataFrame:
-        return _concat(self.get("04_comparisons.csv"), self.get("05_comparisons.csv"))
+        names = ("04_headline_comparisons.csv", "04_comparisons.csv", "05_comparisons.csv")
+        return _concat(*(self.get(name) for name in names))
 
     def models(self) -> list[str]:
         names = [frame["model"] for frame in (self.blocks(), self.layers(), self.sweeps()) if "model" in frame]
         return list(dict.fromkeys(pd.concat(names).tolist())) if names else []
 
 
-def _concat(first: pd.DataFrame, second: pd.DataFrame) -> pd.DataFrame:
-    """Rows of both; a model in both keeps the first table's rows."""
-    if first.empty or "model" not in second:
-        return first if not first.empty else second
-    return pd.concat([first, second[~second["model"].isin(set(first.get("model", [])))]], ignore_index=True)
+def _concat(*frames: pd.DataFrame) -> pd.DataFrame:
+    """The rows of every frame; a model in several keeps only the first frame's rows."""
+    kept: list[pd.DataFrame] = []
+    seen: set[str] = set()
+    for frame in frames:
+        if frame.empty or "model" not in frame:
+            continue
+        kept.append(frame[~frame["model"].isin(seen)])
+        seen |= set(frame["model"])
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame()
 
 
 def _of(frame: pd.DataFrame, model: str) -> pd.DataFrame:
@@ -254,25 +260,28 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
 
 
 def _size_ladder(tables: _Tables) -> tuple[str, str, str]:
-    sweeps = tables.sweeps()
+    """Judged on the size ladder (chapter 5), on one task for every model: the first of ARC-Easy and MMLU on which
+    at least two models are resolved above chance unpruned."""
+    ladder, comparisons = tables.get("05_across_models.csv"), tables.get("05_comparisons.csv")
+    models = list(dict.fromkeys(ladder["model"])) if "model" in ladder else []
+    for task in ("arc_easy", "mmlu"):
+        able = [m for m in models if task in ladder and _above_chance(_of(ladder, m), task)]
+        if len(able) >= 2:
+            break
+    else:
+        return UNTESTABLE, "fewer than two models of the ladder are resolved above chance on one task", ""
     points = []
-    for model in tables.models():
-        rows = _of(sweeps, model)
-        task = _qa_task(rows) if not rows.empty else None
-        if task is None or "parameters" not in rows:
-            continue
-        _, collapse = collapse_point(rows, _of(tables.comparisons(), model), task)
-        points.append((int(_unpruned(rows)["parameters"]), model, task, collapse))
-    if len(points) < 2:
-        above = ", ".join(p[1] for p in points) or "none"
-        return UNTESTABLE, f"models resolved above chance on QA: {above}; two or more are needed", _figure(sweeps)
+    for model in able:
+        rows = _of(ladder, model)
+        _, collapse = collapse_point(rows, _of(comparisons, model), task)
+        points.append((int(_unpruned(rows)["parameters"]), model, collapse))
     points.sort()
-    evidence = "; ".join(
-        f"{model} ({size / 1e6:.0f}M, {task}): " + ("no collapse in the grid" if c is None else f"chance from {c:.0%}")
-        for size, model, task, c in points
+    evidence = f"{task}: " + "; ".join(
+        f"{model} ({size / 1e6:.0f}M) " + ("no collapse in the grid" if c is None else f"at chance from {c:.0%}")
+        for size, model, c in points
     )
     ends = [1.0 if c is None else c for *_, c in points]
-    return (HELD if ends == sorted(ends) and ends[0] < ends[-1] else NOT_HELD), evidence, _figure(sweeps)
+    return (HELD if ends == sorted(ends) and ends[0] < ends[-1] else NOT_HELD), evidence, _figure(ladder)
 
 
 def _figure(rows: pd.DataFrame) -> str:

@@ -8,6 +8,7 @@ import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
@@ -227,3 +228,26 @@ def _forward_seconds(model: nn.Module, ids: torch.Tensor) -> float:
 def chance_levels(tasks: Sequence[str]) -> dict[str, float]:
     """Accuracy of uniform guessing for each task (for the dotted lines in the figures)."""
     return {name: TASKS[name].chance for name in resolve_tasks(list(tasks))}
+
+
+def mean_over_seeds(rows: Sequence[Mapping[str, Any]], value: str = "loss") -> list[dict[str, Any]]:
+    """`pruned_losses` rows with each fraction's random draws replaced by one row: their mean `value`, its sample
+    standard deviation (`<value> sd`) and the number of draws (`seeds`)."""
+    kept = [dict(row) for row in rows if row["strategy"] != "random"]
+    draws: dict[float, list[Mapping[str, Any]]] = {}
+    for row in rows:
+        if row["strategy"] == "random":
+            draws.setdefault(row["fraction"], []).append(row)
+    for fraction, group in draws.items():
+        values = np.array([row[value] for row in group])
+        kept.append(
+            {
+                "fraction": fraction,
+                "n": group[0]["n"],
+                "strategy": "random",
+                value: float(values.mean()),
+                f"{value} sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),
+                "seeds": len(values),
+            }
+        )
+    return sorted(kept, key=lambda row: row["fraction"])

@@ -31,6 +31,10 @@ class SweepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     questions: list[dict[str, dict[str, float]]] = field(default_factory=list)
 
+    def has(self, **match: Any) -> bool:
+        """Whether some row's columns equal `match`."""
+        return any(all(row.get(k) == v for k, v in match.items()) for row in self.rows)
+
     def find(self, **match: Any) -> int:
         """The index of the one row whose columns equal `match`."""
         found = [i for i, row in enumerate(self.rows) if all(row.get(k) == v for k, v in match.items())]
@@ -56,19 +60,22 @@ def sweep(
     limits: Mapping[str, int] | None = None,
     heal_settings: Mapping[str, Any] | None = None,
     num_fewshot: int | None = None,
+    strategy_fractions: Mapping[str, Sequence[float]] | None = None,
     seed: int = 0,
     batch_size: int = 8,
 ) -> SweepResult:
     """Fraction 0 is the unpruned model (one row, strategy "none"). For the fractions in `heal_fractions` the
     pruned model is also healed (`heal_settings`: keyword arguments of `heal`), and, when healing quantizes the
     base, its quantized copy without an adapter is scored too. `num_fewshot` goes to `evaluate` (None: each
-    task's default)."""
+    task's default). `strategy_fractions` runs a strategy at its own fractions instead of `fractions` (a cheaper
+    grid for a baseline)."""
     evaluation = {"limit": dict(limits or {}), "num_fewshot": num_fewshot, "seed": seed, "batch_size": batch_size}
     settings = dict(heal_settings or {})
     base_identity = model_identity(model)
     name = model_name(model)
     result = SweepResult()
-    grid = [(f, s) for f in fractions for s in strategies if f > 0] + [(0.0, "none")] * (0 in fractions)
+    at = {strategy: list((strategy_fractions or {}).get(strategy, fractions)) for strategy in strategies}
+    grid = [(f, s) for s in strategies for f in at[s] if f > 0] + [(0.0, "none")] * (0 in fractions)
     for fraction, strategy in tqdm(sorted(grid), desc="sweep"):
         pruned = prune_fraction(model, profile, fraction, "last" if strategy == "none" else strategy, seed=seed)
         variants = [("pruned", pruned.model, pruned_identity(base_identity, pruned.layers))]
@@ -133,18 +140,20 @@ def _scores(
 
 
 def comparisons(result: SweepResult, tasks: Sequence[str], *, seed: int = 0) -> list[dict[str, Any]]:
-    """Each row against the unpruned model, and each healed or quantized row against the same pruned model, on
-    the same questions: the accuracy difference with its 95% paired-bootstrap interval and McNemar's p."""
+    """Each row against the unpruned model, each healed or quantized row against the same pruned model, and each
+    other strategy against the similarity block at the same fraction and stage, on the same questions: the
+    accuracy difference (row minus reference) with its 95% paired-bootstrap interval and McNemar's p."""
     base = result.find(strategy="none")
     rows = []
     for index, row in enumerate(result.rows):
         if index == base:
             continue
+        same = {"fraction": row["fraction"], "strategy": row["strategy"]}
         references = [("unpruned", base)]
         if row["stage"] != "pruned":
-            references.append(
-                ("pruned", result.find(fraction=row["fraction"], strategy=row["strategy"], stage="pruned"))
-            )
+            references.append(("pruned", result.find(**same, stage="pruned")))
+        if row["strategy"] != "similarity" and result.has(fraction=row["fraction"], strategy="similarity"):
+            references.append(("similarity", result.find(**same | {"strategy": "similarity"}, stage=row["stage"])))
         for versus, reference in references:
             for task in tasks:
                 paired = result.paired(task, reference, index, seed=seed)

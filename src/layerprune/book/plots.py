@@ -29,8 +29,8 @@ DPI = 150
 WIDTH = 6.5
 HEIGHT = 3.4
 PANEL_HEIGHT = 2.8
-MIN_FONT_PT = 9.0
-FONT_KEY = "layerprune-fonts"
+MIN_FONT_PT = 9.0  # the smallest legend or tick label a page may show, at its width (`pages.check_pages`)
+FONT_KEY = "layerprune-fonts"  # the PNG text chunk of the font record: {"dpi": ..., "smallest_pt": ...}
 RC: dict[str, Any] = {
     "figure.dpi": DPI,
     "savefig.dpi": DPI,
@@ -101,6 +101,7 @@ def _jupyter() -> Any:
 
 
 def _png(figure: Figure) -> str | None:
+    """The figure as a base64 PNG at `DPI` with its font record, as Jupyter shows it (None when it is empty)."""
     from IPython.core.pylabtools import print_figure
 
     record = json.dumps({"dpi": DPI, "smallest_pt": smallest_font(figure)})
@@ -234,7 +235,13 @@ def distance_curves(profile: DistanceProfile, ns: Sequence[int], ax: Axes | None
 def final_state_distances(lens: LogitLens, ax: Axes | None = None) -> Figure:
     """The distance from each x^(l) to the final state taken before the final norm (the paper's) and after it."""
     figure, ax = _axes(ax)
-    ax.plot(lens.to_final_prenorm, marker="o", color="#000000", label=r"to $x^{(L)}$ before the final norm (the paper)")
+    ax.plot(
+        lens.to_final_prenorm,
+        marker="o",
+        color="#000000",
+        zorder=3,
+        label=r"to $x^{(L)}$ before the final norm (the paper)",
+    )
     ax.plot(
         lens.to_final_postnorm,
         marker="s",
@@ -326,7 +333,7 @@ def metric_vs_fraction(
     baseline = [row for row in rows if row["strategy"] == "none"]
     strategies = [s for s in dict.fromkeys(row["strategy"] for row in rows) if s != "none"]
     for strategy in strategies:
-        for stage in ("pruned", "healed"):
+        for stage in STAGES:
             points = sorted(
                 baseline + [r for r in rows if r["strategy"] == strategy and r.get("stage", "pruned") == stage],
                 key=lambda r: r["fraction"],

@@ -12,6 +12,7 @@ import io
 import json
 import re
 from dataclasses import dataclass, field
+from html import unescape
 from pathlib import Path
 
 from ..errors import InvalidInputError
@@ -62,9 +63,10 @@ def numbers(text: str, pattern: re.Pattern[str] = SHOWN) -> list[Number]:
 
 
 def shown_rows(html: str) -> list[list[Number]]:
-    """The numbers of each row of an HTML table (thousands separators allowed; styles skipped)."""
+    """The numbers of each row of an HTML table (thousands separators allowed; styles skipped; entities such as
+    &#39; read as the characters they stand for)."""
     html = STYLE.sub(" ", html)
-    return [numbers(TAG.sub(" ", row)) for row in ROW.findall(html) or [html]]
+    return [numbers(unescape(TAG.sub(" ", row))) for row in ROW.findall(html) or [html]]
 
 
 def saved_rows(saved: Path) -> list[list[Number]]:

@@ -20,9 +20,12 @@ from ..similarity import DistanceProfile
 
 HEADERS = {"loss": "loss (nats)", "final train loss": "final train loss (nats)"}
 STDERR = " stderr"
+LAYER_COLUMNS = ("layers", "removed")  # and any "... layers": space-separated layers there are shown as ranges
 MISSING = "–"
+MAX_DECIMALS = 4
 _LAYER_LIST = re.compile(r"[\d ]*")
-_NUMBER_CELL = "text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums"
+_NUMBER = ("text-align: right", "text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums")
+_TEXT = ("text-align: left", "text-align: left; white-space: pre-wrap")
 
 
 def save(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
@@ -33,10 +36,11 @@ def save(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
 
 
 def for_reading(table: pd.DataFrame, headers: Mapping[str, str] | None = None) -> Styler:
-    """`table` as a page shows it (its CSV keeps every digit): no index; numbers to three significant digits, or to
-    the precision of their standard error (columns "X" and "X stderr" become one "X ± stderr"); integers with
-    thousands separators; lists of layers as ranges ("11-18"); units in the headers (`HEADERS`, updated by
-    `headers`). Numbers are right-aligned and kept on one line."""
+    """`table` as a page shows it (its CSV keeps every digit): no index; floats to three significant digits
+    (`_number`), or a value with a standard error to the error's precision (columns "X" and "X stderr" become one
+    "X ± stderr"); integers with thousands separators; layers as ranges ("11-18": lists,
+    and space-separated layers in `LAYER_COLUMNS`); units in the headers (`HEADERS`, updated by `headers`).
+    Numbers are right-aligned and kept on one line; text is left-aligned, its line breaks kept."""
     names = HEADERS | dict(headers or {})
     shown: dict[str, list[str]] = {}
     numeric: list[bool] = []
@@ -46,17 +50,16 @@ def for_reading(table: pd.DataFrame, headers: Mapping[str, str] | None = None) -
             continue
         header = names.get(name, name)
         if f"{name}{STDERR}" in table.columns:
-            errors = table[f"{name}{STDERR}"]
-            shown[f"{header} ± stderr"] = [_with_error(v, e) for v, e in zip(table[column], errors, strict=True)]
+            pairs = zip(table[column], table[f"{name}{STDERR}"], strict=True)
+            shown[f"{header} ± stderr"] = [_with_error(value, error) for value, error in pairs]
         else:
-            layers = name == "layers" or name.endswith(" layers")
+            layers = name in LAYER_COLUMNS or name.endswith(" layers")
             shown[header] = [_cell(value, layers) for value in table[column]]
         numeric.append(_is_number(table[column]))
     styles = [
-        {"selector": selector, "props": props}
+        {"selector": f"{cell}.col{i}", "props": props}
         for i, is_number in enumerate(numeric)
-        if is_number
-        for selector, props in ((f"th.col{i}", "text-align: right"), (f"td.col{i}", _NUMBER_CELL))
+        for cell, props in zip(("th", "td"), _NUMBER if is_number else _TEXT, strict=True)
     ]
     return (
         pd.DataFrame(shown)
@@ -73,6 +76,11 @@ def _is_number(column: pd.Series) -> bool:
 
 def _missing(value: Any) -> bool:
     return value is None or value is pd.NA or (isinstance(value, float | np.floating) and math.isnan(value))
+
+
+def _short(value: float) -> int | None:
+    """The decimals a short decimal (at most three, like 0.125 or 22890.0) is written with; None for others."""
+    return next((places for places in range(4) if round(value, places) == value), None)
 
 
 def _cell(value: Any, layers: bool = False) -> str:
@@ -94,27 +102,32 @@ def _cell(value: Any, layers: bool = False) -> str:
 
 
 def _number(value: float) -> str:
-    """Three significant digits: "0.619", "3.59", "882"; whole numbers from 1,000 up ("2,520"); scientific notation
-    below 0.01 ("9.08e-04"), so no number shows more than four decimals."""
-    if value == 0 or not math.isfinite(value):
-        return MISSING if math.isnan(value) else f"{value:g}"
-    rounded = float(f"{value:.3g}")
-    if abs(rounded) >= 1000:
+    """Three significant digits, trailing zeros kept ("0.619", "1.00", "882"); a short decimal as written ("0.25",
+    "1.836"); whole numbers from 1,000 up ("2,520"); scientific notation below 0.01 ("9.08e-04"). So no number
+    shows more than four decimals."""
+    if math.isnan(value):
+        return MISSING
+    places = _short(value) if math.isfinite(value) else 0
+    if places is not None:
+        return f"{value:,.{places}f}" if math.isfinite(value) else f"{value:g}"
+    if abs(float(f"{value:.3g}")) >= 1000:
         return f"{value:,.0f}"
-    if abs(rounded) < 0.01:
+    if abs(value) < 0.01:
         return f"{value:.2e}"
-    return f"{value:.3g}"
+    return f"{value:#.3g}".rstrip(".")
 
 
 def _with_error(value: Any, error: Any) -> str:
-    """ "value ± error" with the error to two significant digits and the value to the same decimals (at most
-    four); the value alone by `_number` when there is no error."""
+    """ "value ± error" with the error to two significant digits and the value to the same decimals (an error
+    below 0.0001 in scientific notation); the value alone by `_number` when there is no error."""
     if _missing(value):
         return MISSING
     if _missing(error) or float(error) <= 0:
         return _number(float(value))
-    decimals = min(4, max(0, 1 - math.floor(math.log10(float(error)))))
-    return f"{float(value):,.{decimals}f} ± {float(error):,.{decimals}f}"
+    places = max(0, 1 - math.floor(math.log10(float(error))))
+    if places > MAX_DECIMALS:
+        return f"{_number(float(value))} ± {float(error):.1e}"
+    return f"{float(value):,.{places}f} ± {float(error):,.{places}f}"
 
 
 def profile_summary(profile: DistanceProfile) -> pd.DataFrame:
@@ -140,16 +153,25 @@ def selection_table(
     fractions: Iterable[float],
     strategies: Sequence[str] = ("similarity", "last"),
     seed: int = 0,
+    influence_profile: DistanceProfile | None = None,
 ) -> pd.DataFrame:
-    """For each fraction: n, and per strategy the removed layers and D at that block."""
+    """For each fraction and strategy: n, the removed layers and D at that block (one row each); "block_influence"
+    ranks layers by `influence_profile` when given (ShortGPT's, `experiments.shortgpt_profile`)."""
     rows = []
     for fraction in fractions:
-        row: dict = {"fraction": fraction, "n": layers_for_fraction(profile.num_layers, fraction)}
+        n = layers_for_fraction(profile.num_layers, fraction)
         for strategy in strategies:
-            chosen = block_for_fraction(profile, fraction, strategy, seed=seed)
-            row[f"{strategy} layers"] = _span(chosen.layers)
-            row[f"{strategy} D"] = chosen.distance
-        rows.append(row)
+            source = influence_profile if strategy == "block_influence" and influence_profile else profile
+            chosen = block_for_fraction(source, fraction, strategy, seed=seed)
+            rows.append(
+                {
+                    "fraction": fraction,
+                    "n": n,
+                    "strategy": strategy,
+                    "layers": _span(chosen.layers),
+                    "D": chosen.distance,
+                }
+            )
     return pd.DataFrame(rows)
 
 

@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     from ..book.pages import check_pages
+    from ..book.runner import GENERATED
     from ..errors import InvalidInputError
 
     reports = check_pages(args.html, args.screenshots)
@@ -82,7 +83,8 @@ def _check(args: argparse.Namespace) -> None:
     else:
         print(f"all {len(reports)} pages load offline and read well at 1280 and 390 px")
     if args.results:
-        failures += _check_tables(Path(args.html).resolve().parents[1] / book.GENERATED, Path(args.results))
+        failures += _check_tables(Path(args.html).resolve().parents[1] / GENERATED, Path(args.results))
+        failures += _check_ledger(Path(args.results))
     if failures:
         raise InvalidInputError("; ".join(failures))
 
@@ -97,4 +99,20 @@ def _check_tables(generated: Path, results: Path) -> list[str]:
     if not check.ok:
         return [f"{len(check.mismatches)} of {check.checked} tables do not match {results}"]
     print(f"all {check.checked} tables hold the numbers of the result files in {results} (to the digits shown)")
+    return []
+
+
+def _check_ledger(results: Path) -> list[str]:
+    """Recompute the claims ledger from the result files and compare it with the one the book shows."""
+    from ..book.claims import check_ledger
+
+    shown = results / "07_claims.csv"
+    if not shown.is_file():
+        return [f"{shown} is missing: the claims chapter was not run"]
+    differ = check_ledger(results, shown)
+    for line in differ:
+        print(f"07_claims: the ledger differs from the result files: {line}")
+    if differ:
+        return [f"{len(differ)} ledger line(s) do not follow from {results}"]
+    print(f"the claims ledger follows from the result files in {results}")
     return []

@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokeni
 from transformers.initialization import no_init_weights
 from transformers.pytorch_utils import Conv1D
 
+from ..assets import EMBEDDED_MODELS
 from ..cache import atomic_dir
 from ..errors import InvalidInputError
 from .training import HealResult
@@ -73,8 +74,17 @@ def model_card(config: Any) -> str:
         "Method: Gromov et al., *The Unreasonable Ineffectiveness of the Deeper Layers* (ICLR 2025, "
         "arXiv:2403.17887): drop a block of layers, then heal with QLoRA on the FFN projections.",
         "",
+        *_base_model_text(config),
     ]
     return "\n".join(lines)
+
+
+def _base_model_text(config: Any) -> list[str]:
+    """Attribution and license of the embedded model this one derives from (nothing for other models)."""
+    spec = EMBEDDED_MODELS.get(str(getattr(config, "name_or_path", "") or ""))
+    if spec is None:
+        return []
+    return ["## Base model", "", f"Derived from {spec.description}.", "", *([spec.notice] if spec.notice else [])]
 
 
 def _pruning_text(record: dict[str, Any]) -> str:

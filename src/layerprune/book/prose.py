@@ -1,0 +1,163 @@
+"""Sentences that state results, built from the result tables: the book's words cannot drift from its numbers.
+Each function takes what a chapter computed and returns Markdown."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .claims import DEEP, collapse_point
+from .statistics import wilson_interval
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction:.0%}"
+
+
+def _accuracy(row: pd.Series, task: str) -> str:
+    """'0.53 [0.47, 0.58]' with the 95% Wilson interval."""
+    count = int(row[f"{task} n"])
+    low, high = wilson_interval(row[task] * count, count)
+    return f"{row[task]:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def depth(blocks: pd.DataFrame) -> str:
+    """Where the most alike blocks sit, and how stable the choice is under resampling the sequences."""
+    rows = blocks[(blocks["fraction"] >= 0.1) & (blocks["fraction"] <= 0.5)]
+    if rows.empty:
+        return "The model is too shallow for blocks of 10-50% of its layers."
+    layers = int(rows["layers"].iloc[0])
+    deep = (rows["start"] / (rows["layers"] - rows["n"]) >= DEEP).sum()
+    shaky = rows.loc[rows["same start"].idxmin()]
+    runner = "" if pd.isna(shaky["runner-up start"]) else f", otherwise mostly {int(shaky['runner-up start'])}"
+    return (
+        f"For blocks of {rows['n'].min()} to {rows['n'].max()} of the {layers} layers (10-50%), the most alike block "
+        f"starts at $\\ell^*(n)$ = {', '.join(map(str, rows['start'].astype(int)))}: {deep} of {len(rows)} start in "
+        f"the deeper half of the positions they could take. Resampling the profiled sequences (bootstrap) picks the "
+        f"same $\\ell^*(n)$ in {rows['same start'].mean():.0%} of draws on average; the least stable is n = "
+        f"{int(shaky['n'])}, picked in {shaky['same start']:.0%} of draws{runner}."
+    )
+
+
+def final_layer(single: pd.DataFrame) -> str:
+    """How the final layer's change compares with the others'."""
+    final, others = single.iloc[-1], single.iloc[:-1]
+    top = others.loc[others["D"].idxmax()]
+    relation = "larger than" if final["D"] > top["D"] else "not larger than"
+    resolved = "resolved" if final["D low"] > top["D high"] or final["D high"] < top["D low"] else "not resolved"
+    return (
+        f"The final layer changes the residual stream by $D[1, {int(final['layer'])}]$ = {final['D']:.3f} "
+        f"[{final['D low']:.3f}, {final['D high']:.3f}], {relation} the largest change of any other layer "
+        f"(layer {int(top['layer'])}: {top['D']:.3f} [{top['D low']:.3f}, {top['D high']:.3f}]); the difference is "
+        f"{resolved} at 95%."
+    )
+
+
+def lens(table: pd.DataFrame) -> str:
+    """How early the residual stream predicts the full model's next token."""
+    agreement = table["agreement"].to_numpy()
+    last = len(agreement) - 1
+    half = next((i for i, a in enumerate(agreement) if a >= 0.5), None)
+    reach = "never within the network" if half is None else f"from layer {half} of {last}"
+    return (
+        f"Decoded through the final norm and head, the residual stream agrees with the full model's top-1 "
+        f"prediction at most {agreement[: max(1, last * 2 // 3)].max():.2f} of the time over the first two thirds "
+        f"of the layers and {agreement[-1]:.2f} at the last; it agrees on half the tokens {reach}."
+    )
+
+
+def selection(losses: pd.DataFrame, unpruned: float) -> str:
+    """Which strategy costs least before healing, fraction by fraction (random: mean and spread over seeds)."""
+    parts = []
+    for fraction, rows in losses.groupby("fraction"):
+        mean = rows.groupby("strategy", sort=False)["loss"].mean()
+        best = mean.idxmin()
+        text = f"{_pct(fraction)} removed: {best} lowest ({mean[best]:.2f} nats)"
+        if "similarity" in mean and best != "similarity":
+            text += f", similarity {mean['similarity']:.2f}"
+        random = rows[rows["strategy"] == "random"]["loss"]
+        if len(random) > 1:
+            text += f", random {random.mean():.2f} ± {random.std(ddof=1):.2f} over {len(random)} seeds"
+        parts.append(text)
+    return f"Unpruned: {unpruned:.2f} nats. " + "; ".join(parts) + "."
+
+
+def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategies: Sequence[str]) -> str:
+    """The unpruned accuracy, how long it holds and where it reaches chance, per strategy."""
+    base = table[table["strategy"] == "none"].iloc[0]
+    chance = float(base[f"{task} chance"])
+    low = wilson_interval(base[task] * base[f"{task} n"], int(base[f"{task} n"]))[0]
+    lines = [
+        f"Unpruned, {base['model']} scores {_accuracy(base, task)} on {int(base[f'{task} n'])} {task} questions "
+        f"(chance {chance:.2f}), {'resolved above' if low > chance else 'not resolved above'} chance."
+    ]
+    for strategy in strategies:
+        subset = table[table["strategy"].isin(["none", strategy])]
+        renamed = subset.assign(strategy=subset["strategy"].replace(strategy, "similarity"))
+        drops = comparisons[comparisons["strategy"] == strategy].assign(strategy="similarity")
+        plateau, collapse = collapse_point(renamed, drops, task)
+        held = (
+            "no fraction removed keeps it" if plateau is None else f"it is not resolved below it up to {_pct(plateau)}"
+        )
+        end = "it stays above chance throughout" if collapse is None else f"it reaches chance from {_pct(collapse)}"
+        lines.append(f"Removing the {strategy} block: {held} (paired test), and {end}.")
+    return " ".join(lines)
+
+
+def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) -> str:
+    """For each healed fraction and strategy: the loss and the accuracy before and after healing, and what the
+    quantized base alone costs."""
+    base = table[table["strategy"] == "none"].iloc[0]
+    parts = []
+    for (fraction, strategy), rows in table[table["stage"] != "pruned"].groupby(["fraction", "strategy"]):
+        pruned = table[(table["strategy"] == strategy) & np.isclose(table["fraction"], fraction)]
+        stage = {row["stage"]: row for _, row in pruned.iterrows()} | {r["stage"]: r for _, r in rows.iterrows()}
+        text = f"{strategy}, {_pct(fraction)}: loss {stage['pruned']['loss']:.2f}"
+        if "quantized" in stage:
+            text += f" ({stage['quantized']['loss']:.2f} with the quantized base alone)"
+        text += f" -> {stage['healed']['loss']:.2f} nats healed (unpruned {base['loss']:.2f})"
+        if task:
+            gain = comparisons[(comparisons["versus"] == "pruned") & (comparisons["stage"] == "healed")]
+            gain = gain[(gain["strategy"] == strategy) & np.isclose(gain["fraction"], fraction)]
+            text += (
+                f"; {task} {stage['pruned'][task]:.3f} -> {stage['healed'][task]:.3f}"
+                + (f", paired difference {gain.iloc[0]['difference']:+.3f} "
+                   f"[{gain.iloc[0]['low']:+.3f}, {gain.iloc[0]['high']:+.3f}]" if not gain.empty else "")
+            )  # fmt: skip
+        parts.append(text)
+    return "; ".join(parts) + "."
+
+
+PAPER_STEPS, PAPER_BATCH = 5000, 16
+
+
+def healing_budget(steps: int, batch_size: int, block_size: int) -> str:
+    """This chapter's healing budget against the paper's."""
+    sequences = steps * batch_size
+    return (
+        f"The healing budget here is {steps} steps of {batch_size} sequences of {block_size} tokens: "
+        f"{sequences:,} sequences, {sequences * block_size:,} tokens, against the paper's {PAPER_STEPS:,} steps of "
+        f"{PAPER_BATCH} C4 sequences ({PAPER_STEPS * PAPER_BATCH:,} sequences, "
+        f"{PAPER_STEPS * PAPER_BATCH / sequences:,.0f} times as many, each longer). Conclusions about healing below "
+        f"are about this budget."
+    )
+
+
+def before_after(table: pd.DataFrame) -> str:
+    """The held-out loss of each model of chapter 3's table, in order."""
+    losses = ", ".join(f"{row['model']} {row['loss']:.2f}" for _, row in table.iterrows())
+    return f"Held-out loss (nats): {losses}."
+
+
+def ladder(results: pd.DataFrame, comparisons: pd.DataFrame, task: str) -> str:
+    """Per model of the size ladder: the unpruned accuracy and where it reaches chance."""
+    parts = []
+    for model, rows in results.groupby("model", sort=False):
+        base = rows[rows["strategy"] == "none"].iloc[0]
+        plateau, collapse = collapse_point(rows, comparisons[comparisons["model"] == model], task)
+        held = "no fraction keeps it" if plateau is None else f"kept up to {_pct(plateau)}"
+        end = "above chance throughout" if collapse is None else f"at chance from {_pct(collapse)}"
+        parts.append(f"{model}: {_accuracy(base, task)} unpruned, {held} (paired test), {end}")
+    return f"On {task}: " + "; ".join(parts) + "."

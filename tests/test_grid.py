@@ -1,0 +1,59 @@
+"""The results grid on a tiny model: stages, per-question scores and paired comparisons."""
+
+import pytest
+import torch
+
+import layerprune as lp
+from layerprune.book import grid
+from layerprune.book.experiments import cached_profile
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LAYERPRUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        model, tokenizer = lp.load_model("tiny-llama")
+        ids = torch.randint(0, 256, (24, 16), generator=torch.Generator().manual_seed(0))
+        blocks = {"profile": ids[:8], "heal": ids[8:20], "heldout": ids[20:]}
+        profile = cached_profile(model, blocks["profile"], progress=False)
+        result = grid.sweep(
+            model, tokenizer, profile, blocks, fractions=[0.0, 0.25, 0.5], strategies=["similarity", "last"],
+            heal_fractions=[0.25], tasks=["arc_easy"], limits={"arc_easy": 6},
+            heal_settings={"steps": 2, "batch_size": 2, "warmup": 0, "rank": 2},
+        )  # fmt: skip
+        yield result, grid.comparisons(result, ["arc_easy"])
+
+
+def test_every_stage_is_a_row_with_its_questions(swept):
+    result, _ = swept
+    stages = [(r["fraction"], r["strategy"], r["stage"]) for r in result.rows]
+    assert stages.count((0.25, "similarity", "quantized")) == 1 and stages.count((0.25, "last", "healed")) == 1
+    assert (0.5, "similarity", "healed") not in stages and stages[0] == (0.0, "none", "pruned")
+    ids = {frozenset(q["arc_easy"]) for q in result.questions}
+    assert len(ids) == 1 and len(next(iter(ids))) == 6  # the same six questions for every model
+    for row, questions in zip(result.rows, result.questions, strict=True):
+        assert row["arc_easy n"] == 6 and row["arc_easy"] == pytest.approx(sum(questions["arc_easy"].values()) / 6)
+
+
+def test_comparisons_pair_each_row_with_its_references(swept):
+    result, rows = swept
+    versus = {(r["fraction"], r["strategy"], r["stage"], r["versus"]) for r in rows}
+    assert (0.25, "similarity", "healed", "pruned") in versus and (0.25, "last", "healed", "similarity") in versus
+    assert (0.5, "last", "pruned", "unpruned") in versus and all(r["questions"] == 6 for r in rows)
+    unpruned = result.find(strategy="none")
+    same = [r for r in rows if r["versus"] == "unpruned" and r["strategy"] == "similarity" and r["fraction"] == 0.5]
+    expected = result.rows[result.find(fraction=0.5, strategy="similarity")]["arc_easy"]
+    assert same[0]["difference"] == pytest.approx(expected - result.rows[unpruned]["arc_easy"])
+
+
+def test_random_draws_are_averaged_per_fraction():
+    from layerprune.book.experiments import mean_over_seeds
+
+    rows = [
+        {"fraction": 0.2, "n": 2, "strategy": "similarity", "seed": 0, "loss": 4.0},
+        {"fraction": 0.2, "n": 2, "strategy": "random", "seed": 0, "loss": 5.0},
+        {"fraction": 0.2, "n": 2, "strategy": "random", "seed": 1, "loss": 7.0},
+    ]
+    summary = mean_over_seeds(rows)
+    assert summary[0]["strategy"] == "similarity" and summary[1]["loss"] == 6.0
+    assert summary[1]["loss sd"] == pytest.approx(2**0.5) and summary[1]["seeds"] == 2
