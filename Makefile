@@ -58,4 +58,5 @@ bench: setup
 	$(BIN)/python bench/inference.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/healing.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/evaluation.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/precision.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/book.py --profile $(BENCH_PROFILE)

@@ -1,5 +1,6 @@
 """Speed measurement: what the method costs and what pruning buys, measured side by side (`measure`), reported
-against goals (`report`), for profiling, pruned inference, healing and evaluation. `bench/` runs them."""
+against goals (`report`), for profiling, pruned inference, healing, evaluation and bfloat16 against float32.
+`bench/` runs them."""
 
 from .._lazy import lazy_attributes
 
@@ -44,7 +45,21 @@ _NAMES = {
     "healing_speed": "throughput",
     "evaluation_speed": "throughput",
     "speedup_figure": "figures",
+    "DTYPES": "precision",
+    "FORWARD_GOALS": "precision",
+    "BF16_PEAK_GOALS_MIB": "precision",
+    "AGREEMENT_KEYS": "precision",
+    "amx_cpu": "precision",
+    "healing_seconds": "precision",
+    "precision_memory_of": "precision",
+    "model_work": "precision",
+    "precision_checks": "precision",
+    "precision_speed": "precision",
+    "dtype_measures": "precision",
+    "precision_agreement": "precision",
+    "agreement_rows": "precision",
+    "mcnemar_p": "precision",
 }
-_MODULES = ("figures", "inference", "measure", "profiling", "report", "throughput")
+_MODULES = ("figures", "inference", "measure", "precision", "profiling", "report", "throughput")
 __getattr__ = lazy_attributes(__name__, _MODULES, _NAMES)
 __all__ = sorted(_NAMES)
