@@ -571,7 +571,7 @@ def test_parameter_files_are_checked_before_anything_runs(parameters, message, b
 def test_the_notebooks_declared_types_are_read_from_their_defaults():
     declared = book._declared(ROOT / "notebooks" / "03_healing.ipynb")
     kinds = {name: book.declared_type(spec) for name, spec in declared.items()}
-    assert kinds["steps"] is int and kinds["lr"] is float and kinds["quantization"] is str
+    assert kinds["steps"] is int and kinds["lr"] is float and kinds["strategy"] is str
     assert kinds["ranks"] is list and kinds["prompts"] is list
     assert book.declared_type({"inferred_type_name": "float", "default": "1"}) is float  # an annotation wins
     assert book.declared_type({"inferred_type_name": "None", "default": "max(1, 2)"}) is None  # not a literal
