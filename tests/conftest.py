@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from layerprune.tiny import byte_tokenizer
 
@@ -37,3 +38,22 @@ def files_under():
         return {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} if path.exists() else set()
 
     return listing
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread (also in the subprocesses) for timing tests: two threads on a busy two-core machine wait on
+    each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Three short documents: one each for the profile, heal and held-out splits, quick to tokenize."""
+    folder = tmp_path_factory.mktemp("corpus")
+    for index in range(3):
+        (folder / f"{index}.txt").write_text(f"Document {index}. " + "The state of the union is strong. " * 40)
+    return str(folder)

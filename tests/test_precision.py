@@ -17,22 +17,7 @@ TINY = "tiny-llama"
 TINY_LAYERS = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (also in the subprocesses): two threads on a busy two-core machine wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Three short documents: one each for the profile, heal and held-out splits."""
-    folder = tmp_path_factory.mktemp("corpus")
-    for index in range(3):
-        (folder / f"{index}.txt").write_text(f"Document {index}. " + "The state of the union is strong. " * 40)
-    return str(folder)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _agreement(corpus: str, dtypes: tuple[str, str]) -> dict[str, dict]:

@@ -24,22 +24,7 @@ from layerprune.tiny import tiny_model
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread (also in the subprocesses): two threads on a busy two-core machine wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """Three short documents: enough for a profile / heal / held-out split, quick to tokenize."""
-    folder = tmp_path_factory.mktemp("corpus")
-    for index in range(3):
-        (folder / f"{index}.txt").write_text(f"Document {index}. " + "The state of the union is strong. " * 40)
-    return str(folder)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
