@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
+from layerprune.speed.measure import torch_threads
 from layerprune.tiny import byte_tokenizer
 
 
@@ -44,10 +44,8 @@ def files_under():
 def one_thread():
     """One torch thread (also in the subprocesses) for timing tests: two threads on a busy two-core machine wait on
     each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

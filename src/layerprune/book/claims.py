@@ -164,15 +164,17 @@ def _curve(rows: pd.DataFrame, strategy: str, stage: str = "pruned") -> pd.DataF
     return picked.sort_values("fraction")
 
 
-def collapse_point(rows: pd.DataFrame, comparisons: pd.DataFrame, task: str) -> tuple[float | None, float | None]:
-    """(the last fraction of the plateau, the first fraction at chance) of the similarity curve before healing,
+def collapse_point(
+    rows: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategy: str = "similarity"
+) -> tuple[float | None, float | None]:
+    """(the last fraction of the plateau, the first fraction at chance) of a strategy's curve before healing,
     None where there is none: the plateau ends before the first fraction whose paired difference from the unpruned
     model is resolved below 0; a fraction is at chance when its 95% Wilson interval reaches the chance level."""
     chance = float(_unpruned(rows)[f"{task} chance"])
-    drops = comparisons[(comparisons["task"] == task) & (comparisons["strategy"] == "similarity")]
+    drops = comparisons[(comparisons["task"] == task) & (comparisons["strategy"] == strategy)]
     drops = drops[(drops["stage"] == "pruned") & (drops["versus"] == "unpruned")]
     plateau, collapse, dropped = None, None, False
-    for _, row in _curve(rows, "similarity").iterrows():
+    for _, row in _curve(rows, strategy).iterrows():
         if row["strategy"] == "none":
             continue
         match = drops[np.isclose(drops["fraction"], row["fraction"])]

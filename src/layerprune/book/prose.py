@@ -94,10 +94,7 @@ def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategi
         f"(chance {chance:.2f}), {'resolved above' if low > chance else 'not resolved above'} chance."
     ]
     for strategy in strategies:
-        subset = table[table["strategy"].isin(["none", strategy])]
-        renamed = subset.assign(strategy=subset["strategy"].replace(strategy, "similarity"))
-        drops = comparisons[comparisons["strategy"] == strategy].assign(strategy="similarity")
-        plateau, collapse = collapse_point(renamed, drops, task)
+        plateau, collapse = collapse_point(table, comparisons, task, strategy)
         held = (
             "no fraction removed keeps it" if plateau is None else f"it is not resolved below it up to {_pct(plateau)}"
         )

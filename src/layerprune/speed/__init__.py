@@ -8,6 +8,7 @@ _NAMES = {
     "synchronize": "measure",
     "Stopwatch": "measure",
     "use_threads": "measure",
+    "torch_threads": "measure",
     "timed": "measure",
     "rounds": "measure",
     "paired_ratio": "measure",

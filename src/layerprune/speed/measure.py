@@ -71,6 +71,16 @@ def use_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """`use_threads` inside the block only."""
+    previous = torch.get_num_threads()
+    try:
+        yield use_threads(threads)
+    finally:
+        torch.set_num_threads(previous)
+
+
 def timed(function: Callable[[], object], device: torch.device) -> Callable[[], float]:
     """A callable that runs `function` and returns its wall time in seconds (GPU work included)."""
 

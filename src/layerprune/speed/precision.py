@@ -4,12 +4,11 @@ to ARC-Easy, on the same inputs (`precision_agreement`)."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from unittest import mock
 
@@ -24,7 +23,7 @@ from ..machine import native_bf16_cpu
 from ..models import DTYPE_ENV, default_device, load_model, load_tokenizer, resolve_source
 from ..selection import select_block
 from ..similarity import DistanceProfile, profile_distances
-from .measure import PeakMemory, current_mib, in_subprocess, paired_ratio, rounds, timed, use_threads
+from .measure import PeakMemory, current_mib, in_subprocess, paired_ratio, rounds, timed, torch_threads
 from .profiling import corpus_tokens, plain_forward
 from .report import Check, Report, cacheable
 
@@ -198,16 +197,6 @@ def precision_speed(
     )
     title = f"float32 against bfloat16: {model_name}, {repeats} rounds, {threads or 'default'} torch thread(s)"
     return Report(title, rows, checks)
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int) -> Iterator[int]:
-    """`use_threads` inside the block only."""
-    previous = torch.get_num_threads()
-    try:
-        yield use_threads(threads)
-    finally:
-        torch.set_num_threads(previous)
 
 
 def precision_times(
