@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from layerprune import speed
+from layerprune.book import prose
 from layerprune.similarity import DistanceProfile
 from layerprune.speed import precision
 
@@ -101,6 +103,11 @@ def test_bfloat16_against_float32(corpus, isolated_cache):
     losses = [rows[f"held-out loss, {dtype} (nats)"]["value"] for dtype in ("float32", "bfloat16")]
     assert all(math.isfinite(loss) and loss > 0 for loss in losses)
     assert 0 < rows["McNemar's exact p (two-sided)"]["value"] <= 1
+    text = prose.precision(pd.DataFrame(rows.values()))
+    same = rows[f"n of 1..{TINY_LAYERS - 1} with the same l*(n)"]["value"]
+    assert f"the same for {same} of the {TINY_LAYERS - 1} block sizes" in text
+    accuracy = rows["ARC-Easy accuracy, bfloat16"]["value"]
+    assert "On the same 6 ARC-Easy questions" in text and f"{accuracy:.3f} in bfloat16" in text
 
 
 def _profile(rows: list[list[float]]) -> DistanceProfile:

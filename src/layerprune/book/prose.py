@@ -3,6 +3,7 @@ Each function takes what a chapter computed and returns Markdown."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -158,3 +159,27 @@ def ladder(results: pd.DataFrame, comparisons: pd.DataFrame, task: str) -> str:
         end = "above chance throughout" if collapse is None else f"at chance from {_pct(collapse)}"
         parts.append(f"{model}: {_accuracy(base, task)} unpruned, {held} (paired test), {end}")
     return f"On {task}: " + "; ".join(parts) + "."
+
+
+def precision(rows: pd.DataFrame) -> str:
+    """What computing in bfloat16 instead of float32 changes, from `speed.precision_agreement`'s rows."""
+    values = dict(zip(rows["measure"], rows["value"], strict=True))
+
+    def value(prefix: str) -> float:
+        (found,) = [number for measure, number in values.items() if measure.startswith(prefix)]
+        return float(found)
+
+    sizes = next(measure for measure in values if measure.startswith("n of 1.."))
+    total = int(sizes.removeprefix("n of 1..").split()[0])
+    questions = re.search(r"the same (\d+) questions", " ".join(rows["detail"].astype(str))).group(1)
+    accuracy = {dtype: value(f"ARC-Easy accuracy, {dtype}") for dtype in ("float32", "bfloat16")}
+    only = {dtype: int(value(f"questions right only in {dtype}")) for dtype in ("float32", "bfloat16")}
+    p = value("McNemar")
+    return (
+        f"In bfloat16 the distances move by at most {value('max |D'):.1e}, and the block chosen is the same for "
+        f"{int(values[sizes])} of the {total} block sizes. The held-out loss changes by "
+        f"{value('held-out loss, bfloat16 -'):+.4f} nats. On the same {questions} ARC-Easy questions the accuracy "
+        f"is {accuracy['float32']:.3f} in float32 and {accuracy['bfloat16']:.3f} in bfloat16 ({only['float32']} "
+        f"questions right only in float32, {only['bfloat16']} only in bfloat16; McNemar's p = {p:.2g}): "
+        f"{'no' if p >= 0.05 else 'a'} difference resolved at the 5% level."
+    )
