@@ -134,6 +134,7 @@ def test_prose_states_what_the_tables_hold():
     assert "scores 0.550 [" in headline and "up to 10%" in headline and "reaches chance" not in headline
     healed = prose.healing(sweep, comparisons, "mmlu")
     assert "similarity, 20%: loss 3.80 -> 3.30 nats healed (unpruned 3.00); mmlu 0.300 -> 0.330" in healed
+    assert prose.healing(sweep[sweep["stage"] == "pruned"], comparisons, "mmlu") == ""
     losses = pd.DataFrame(
         {"fraction": [0.2] * 4, "strategy": ["similarity", "last", "random", "random"], "loss": [4, 6, 5, 7]}
     )

@@ -106,7 +106,9 @@ def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategi
 
 def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) -> str:
     """For each healed fraction and strategy: the loss and the accuracy before and after healing, and what the
-    quantized base alone costs."""
+    quantized base alone costs; empty where nothing was healed."""
+    if (table["stage"] == "pruned").all():
+        return ""
     base = table[table["strategy"] == "none"].iloc[0]
     parts = []
     for (fraction, strategy), rows in table[table["stage"] != "pruned"].groupby(["fraction", "strategy"]):
