@@ -42,6 +42,15 @@ def test_every_chapter_executes_and_the_strict_build_succeeds(smoke_book):
     assert (work / "_build" / "html" / "_static" / "mathjax" / "tex-chtml.js").is_file()
 
 
+def test_a_rerun_reuses_every_unchanged_chapter_and_builds_the_same_pages(smoke_book):
+    work, _ = smoke_book
+    page = work / "_build" / "html" / "book" / "generated" / "04_results.html"
+    first = page.read_text()
+    rerun = book.run_book(work, profile="smoke")
+    assert rerun.executed == {} and rerun.reused == book.chapters(ROOT)
+    assert page.read_text() == first
+
+
 def test_tables_on_the_pages_equal_the_result_files(smoke_book):
     work, _ = smoke_book
     check = check_tables(work / "book" / "generated", work / "results" / "smoke")

@@ -18,6 +18,7 @@ import yaml
 
 from ..cache import atomic_file
 from ..errors import ChapterError, InvalidInputError, LayerpruneError
+from . import reuse
 
 PROFILES = ("smoke", "default", "paper")
 GENERATED = Path("book") / "generated"
@@ -25,9 +26,11 @@ GENERATED = Path("book") / "generated"
 
 @dataclass
 class BookRun:
-    """What `run_book` did: chapters executed (with seconds each), whether the HTML was built, total seconds."""
+    """What `run_book` did: chapters executed (with seconds each), chapters reused unchanged from their last run,
+    whether the HTML was built, total seconds."""
 
     executed: dict[str, float] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
     html: Path | None = None
     seconds: float = 0.0
 
@@ -158,10 +161,13 @@ def run_book(
     overrides: Mapping[str, Any] | None = None,
     only: Sequence[str] | None = None,
     build: bool = True,
+    force: bool = False,
 ) -> BookRun:
     """Execute chapters into book/generated/ (atomically), then build the HTML book into _build/html.
 
-    Every parameter is checked (name and type) before the first chapter runs.
+    Every parameter is checked (name and type) before the first chapter runs. A chapter whose last run had the
+    same notebook, parameters, package code and machine, and whose result files are unchanged, is not executed
+    again (`reuse`), unless `force`.
     """
     root = Path(root).resolve()
     started = time.perf_counter()
@@ -185,8 +191,16 @@ def run_book(
     print(budget_note(profile), flush=True)
     run = BookRun()
     for chapter, parameters in planned.items():
-        notebook = root / "notebooks" / f"{chapter}.ipynb"
-        run.executed[chapter] = execute_chapter(notebook, root / GENERATED / f"{chapter}.ipynb", parameters, root)
+        notebook, output = root / "notebooks" / f"{chapter}.ipynb", root / GENERATED / f"{chapter}.ipynb"
+        results = root / parameters["results_dir"]
+        stamp = reuse.fingerprint(notebook, parameters, results)
+        if not force and reuse.reusable(output, stamp, results):
+            print(f"[book] {notebook.name}: unchanged since its last run, not executed (--force runs it)", flush=True)
+            run.reused.append(chapter)
+            continue
+        before = reuse.snapshot(results)
+        run.executed[chapter] = execute_chapter(notebook, output, parameters, root)
+        reuse.record(output, stamp, reuse.written_since(results, before))
     if build:
         absent = [c for c in available if not (root / GENERATED / f"{c}.ipynb").exists()]
         if absent:

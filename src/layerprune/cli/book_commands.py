@@ -29,6 +29,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--only", action="append", metavar="CHAPTER", help="execute only this chapter (repeatable)")
     parser.add_argument("--no-build", action="store_true", help="execute the notebooks but do not build the HTML")
+    parser.add_argument(
+        "--force", action="store_true", help="execute every chapter, even one unchanged since its last run"
+    )
     parser.set_defaults(run=_run)
     check = commands.add_parser(
         "check-book",
@@ -57,9 +60,12 @@ def _run(args: argparse.Namespace) -> None:
         overrides=book.parse_overrides(args.parameter),
         only=args.only,
         build=not args.no_build,
+        force=args.force,
     )
     for chapter, seconds in run.executed.items():
         print(f"{chapter}: {seconds:.1f} s")
+    for chapter in run.reused:
+        print(f"{chapter}: reused")
     if run.html:
         print(f"book: {run.html / 'index.html'}")
     print(f"total: {run.seconds:.1f} s")
