@@ -388,7 +388,7 @@ def profile_rows(reference: DistanceProfile, compared: DistanceProfile, names: S
         {
             "measure": f"max |D({b}) - D({a})| over every n, l",
             "value": float(delta[n, start]),
-            "detail": f"at n={n + 1}, l={start}; mean {np.nanmean(delta):.2g} over {entries} entries; "
+            "detail": f"at n={n + 1}, l={start}; mean {np.nanmean(delta):.1e} over {entries} entries; "
             f"{reference.num_sequences} sequences",
         },
         {
