@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from layerprune.book import claims
+from layerprune.book import claims, prose
 
 MODEL = "m"
 
@@ -61,14 +61,19 @@ def test_deep_blocks_and_shallow_blocks(tmp_path):
 
 
 def test_final_layer_distinct_only_when_resolved(tmp_path):
+    """Compared with the other layers of the deeper half (here 3 and 4), not with the first layer's large change."""
     layers = pd.DataFrame(
-        {"model": MODEL, "layer": range(4), "D": [0.2, 0.1, 0.1, 0.5], "D low": [0.18, 0.09, 0.09, 0.45],
-         "D high": [0.22, 0.11, 0.11, 0.55]}
+        {"model": MODEL, "layer": range(6), "D": [0.9, 0.1, 0.1, 0.2, 0.1, 0.5],
+         "D low": [0.85, 0.09, 0.09, 0.18, 0.09, 0.45], "D high": [0.95, 0.11, 0.11, 0.22, 0.11, 0.55]}
     )  # fmt: skip
-    assert _write(tmp_path, **{"01_single_layers": layers})[("b", MODEL)].verdict == claims.HELD
-    layers.loc[3, "D low"] = 0.19
+    held = _write(tmp_path, **{"01_single_layers": layers})[("b", MODEL)]
+    assert held.verdict == claims.HELD and "deeper half: layer 3, 0.200" in held.evidence
+    text = prose.final_layer(layers[layers["model"] == MODEL])
+    assert "larger than the largest change of the other layers of the deeper half (layer 3: 0.200" in text
+    assert "difference is resolved" in text and "layer 0's (0.900)" in text
+    layers.loc[5, "D low"] = 0.19
     assert _write(tmp_path, **{"01_single_layers": layers})[("b", MODEL)].verdict == claims.PARTLY
-    layers.loc[3, "D"] = 0.15
+    layers.loc[5, "D"] = 0.15
     assert _write(tmp_path, **{"01_single_layers": layers})[("b", MODEL)].verdict == claims.NOT_HELD
 
 
@@ -123,7 +128,6 @@ def test_the_ledger_check_sees_a_changed_result(tmp_path, flip):
 
 
 def test_prose_states_what_the_tables_hold():
-    from layerprune.book import prose
 
     blocks = _blocks([1, 1, 1, 7, 6, 5, 4, 3, 0]).assign(**{"runner-up start": 2})
     text = prose.depth(blocks)

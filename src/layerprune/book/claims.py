@@ -15,7 +15,7 @@ from .statistics import wilson_interval
 HELD, PARTLY, NOT_HELD, UNTESTABLE = "held", "partly held", "did not hold", "not testable here"
 CLAIMS = {
     "a": "the most alike blocks sit deep in the network",
-    "b": "the final layer is distinct: its change to the residual stream is the largest",
+    "b": "the final layer is distinct: it changes the residual stream more than any other layer of the deeper half",
     "c": "QA accuracy holds, then collapses to chance at a model-dependent fraction of layers removed",
     "d": "healing restores the held-out loss far more than QA accuracy",
     "e": "before healing the similarity block beats the last-layers heuristic; after healing they meet",
@@ -128,15 +128,23 @@ def _final_layer(tables: _Tables, model: str) -> tuple[str, str, str]:
     rows = _of(tables.layers(), model).sort_values("layer") if "model" in tables.layers() else pd.DataFrame()
     if rows.empty:
         return UNTESTABLE, "no profile of this model", ""
-    final, others = rows.iloc[-1], rows.iloc[:-1]
-    top = others.loc[others["D"].idxmax()]
+    final, top = rows.iloc[-1], largest_deep_change(rows)
     evidence = (
         f"D[1, final] = {final['D']:.3f} [{final['D low']:.3f}, {final['D high']:.3f}]; the largest of the other "
-        f"layers: layer {int(top['layer'])}, {top['D']:.3f} [{top['D low']:.3f}, {top['D high']:.3f}]"
+        f"layers of the deeper half: layer {int(top['layer'])}, {top['D']:.3f} [{top['D low']:.3f}, "
+        f"{top['D high']:.3f}]"
     )
     if final["D low"] > top["D high"]:
         return HELD, evidence, _figure(rows)
     return (PARTLY if final["D"] > top["D"] else NOT_HELD), evidence, _figure(rows)
+
+
+def largest_deep_change(single: pd.DataFrame) -> pd.Series:
+    """The row of `single` (one row per layer, in order) with the largest D[1, l] among the layers of the deeper
+    half other than the final one: the layers the final one is compared with in claim (b)."""
+    layers = len(single)
+    deep = single.iloc[layers // 2 : layers - 1]
+    return deep.loc[deep["D"].idxmax()]
 
 
 def _qa_task(rows: pd.DataFrame) -> str | None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .claims import DEEP, collapse_point
+from .claims import DEEP, collapse_point, largest_deep_change
 from .statistics import wilson_interval
 
 
@@ -43,16 +43,20 @@ def depth(blocks: pd.DataFrame) -> str:
 
 
 def final_layer(single: pd.DataFrame) -> str:
-    """How the final layer's change compares with the others'."""
-    final, others = single.iloc[-1], single.iloc[:-1]
-    top = others.loc[others["D"].idxmax()]
+    """How the final layer's change compares with that of the other layers of the deeper half (claim (b))."""
+    final, top, first = single.iloc[-1], largest_deep_change(single), single.loc[single["D"].idxmax()]
     relation = "larger than" if final["D"] > top["D"] else "not larger than"
     resolved = "resolved" if final["D low"] > top["D high"] or final["D high"] < top["D low"] else "not resolved"
+    overall = (
+        ""
+        if first["layer"] == final["layer"]
+        else f" Over all layers, the largest change is layer {int(first['layer'])}'s ({first['D']:.3f})."
+    )
     return (
         f"The final layer changes the residual stream by $D[1, {int(final['layer'])}]$ = {final['D']:.3f} "
-        f"[{final['D low']:.3f}, {final['D high']:.3f}], {relation} the largest change of any other layer "
-        f"(layer {int(top['layer'])}: {top['D']:.3f} [{top['D low']:.3f}, {top['D high']:.3f}]); the difference is "
-        f"{resolved} at 95%."
+        f"[{final['D low']:.3f}, {final['D high']:.3f}], {relation} the largest change of the other layers of the "
+        f"deeper half (layer {int(top['layer'])}: {top['D']:.3f} [{top['D low']:.3f}, {top['D high']:.3f}]); the "
+        f"difference is {resolved} at 95%.{overall}"
     )
 
 
@@ -97,10 +101,16 @@ def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategi
     for strategy in strategies:
         plateau, collapse = collapse_point(table, comparisons, task, strategy)
         held = (
-            "no fraction removed keeps it" if plateau is None else f"it is not resolved below it up to {_pct(plateau)}"
+            "every fraction tried is resolved below the unpruned model"
+            if plateau is None
+            else f"the accuracy is not resolved below the unpruned model's up to {_pct(plateau)} removed"
         )
-        end = "it stays above chance throughout" if collapse is None else f"it reaches chance from {_pct(collapse)}"
-        lines.append(f"Removing the {strategy} block: {held} (paired test), and {end}.")
+        end = (
+            "it stays above chance at every fraction tried"
+            if collapse is None
+            else f"its interval reaches chance from {_pct(collapse)} removed"
+        )
+        lines.append(f"Removing the {strategy} block, {held} (paired test), and {end}.")
     return " ".join(lines)
 
 
@@ -127,7 +137,8 @@ def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) ->
                    f"[{gain.iloc[0]['low']:+.3f}, {gain.iloc[0]['high']:+.3f}]" if not gain.empty else "")
             )  # fmt: skip
         parts.append(text)
-    return "; ".join(parts) + "."
+    lead = "Each healed model against the same model pruned (held-out loss in nats; accuracy on the same questions):"
+    return "\n".join([lead, "", *(f"- {part}" for part in parts)])
 
 
 PAPER_STEPS, PAPER_BATCH = 5000, 16
