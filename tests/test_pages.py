@@ -88,7 +88,8 @@ def checked(tmp_path_factory):
     shutil.copy(html / "_images" / "good.png", html / "_images" / "bare.png")
     strip_record(html / "_images" / "bare.png")
     good = PAGE.format(
-        "<div class='cell_input'><pre>x = 1</pre></div>"
+        "<div class='cell_input'><pre>x = 1  # costs $5, or $D$ in TeX</pre></div>"
+        "<p>Prices: 5 dollars ($) and <code>$\\ell$</code> in code.</p>"
         "<table><tr><td>0.123</td><td>1.23e-05</td><td>134,515,008</td></tr></table>"
         "<div class='cell_output'><img src='_images/good.png'></div>"
     )
@@ -96,6 +97,7 @@ def checked(tmp_path_factory):
         f"<div class='cell_input'><pre>{'y = 1 + ' * 30}</pre></div>"
         "<table><tr><td>0.123456</td></tr></table>"
         f"<p>saved to {root}/results/x.csv</p>"
+        "<p>The block starts at $\\ell^*(n)$ = 13, and <em>\\frac</em> too.</p>"
         "<div class='cell_output'><img src='_images/small.png' style='width: 40%'></div>"
         "<div class='cell_output'><img src='_images/bare.png'></div>"
     )
@@ -125,3 +127,4 @@ def test_overflow_paths_decimals_and_small_figure_fonts_are_reported(checked):
     small, bare = bad.small_fonts
     assert "small.png" in small and "(at least 9 pt)" in small
     assert "bare.png has no font record" in bare
+    assert bad.unrendered_math == ["$\\ell^*(n)$", "\\frac"]

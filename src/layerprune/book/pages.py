@@ -7,6 +7,8 @@ phone's (390 px). A page passes when it loads offline (every image and request s
   output);
 * its HTML holds no absolute path of the machine that built it (the book's root, the home directory);
 * no table shows a number with more than four decimals;
+* no math is left unrendered: no `$...$` or TeX command in the text outside code (a computed sentence whose
+  Markdown was rendered without the math extension shows its dollars);
 * at the desktop width, every figure's legends and tick labels are shown at `plots.MIN_FONT_PT` or more. A
   figure's PNG records its DPI and its smallest such font in points (`plots.FONT_KEY`, written once
   `plots.style()` has run); the page shows the PNG scaled by (shown width / natural width), so that font is
@@ -84,6 +86,16 @@ OVERFLOW = """(codeScrolls) => {
     }
     return found;
 }"""
+UNRENDERED_MATH = """() => {
+    const walker = document.createTreeWalker(document.querySelector("article") || document.body, NodeFilter.SHOW_TEXT);
+    const found = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+        if (node.parentElement.closest("pre, code, script, style, mjx-container")) continue;
+        const match = node.textContent.match(/\\$[^$\\n]{1,80}\\$|\\\\(ell|frac|mathrm|log|left|right)\\b/);
+        if (match) found.push(match[0]);
+    }
+    return found;
+}"""
 TABLE_CELLS = "() => [...document.querySelectorAll('article td, article th')].map(c => c.innerText)"
 FIGURES = """() => [...document.querySelectorAll("article .cell_output img")]
     .filter(i => i.getClientRects().length)
@@ -103,6 +115,7 @@ class PageReport:
     machine_paths: list[str] = field(default_factory=list)
     long_decimals: list[str] = field(default_factory=list)
     small_fonts: list[str] = field(default_factory=list)
+    unrendered_math: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -114,6 +127,7 @@ class PageReport:
             + [f"absolute path of the build machine: {line}" for line in self.machine_paths]
             + [f"more than {MAX_DECIMALS} decimals in a table: {text!r}" for text in self.long_decimals]
             + [f"small figure font: {line}" for line in self.small_fonts]
+            + [f"unrendered math: {text!r}" for text in self.unrendered_math]
         )
 
     @property
@@ -213,6 +227,7 @@ def _check(browser, root: Path, base: str, report: PageReport, width: int, scree
         report.broken_images = [src for src, natural in images if not natural]
         report.math = page.evaluate("() => document.querySelectorAll('mjx-container').length")
         report.long_decimals = [text for text in page.evaluate(TABLE_CELLS) if LONG_DECIMAL.search(text)]
+        report.unrendered_math = page.evaluate(UNRENDERED_MATH)
         report.small_fonts = [
             line for src, shown, natural in page.evaluate(FIGURES) if (line := _small_font(root, src, shown, natural))
         ]
