@@ -111,10 +111,35 @@ def test_larger_models_hold_longer_on_the_ladder(tmp_path):
 
 def test_healing_and_strategies(tmp_path):
     sweep = _sweep({0.0: 0.55, 0.2: 0.30, 0.4: 0.25}, healed={0.2: 0.33, 0.4: 0.26})
-    found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, {0.2, 0.4})})
+    comparisons = _comparisons(sweep, {0.2, 0.4})
+    found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": comparisons})
     assert found[("d", MODEL)].verdict == claims.HELD  # loss recovers most of the way, MMLU a little
-    assert found[("e", MODEL)].verdict == claims.HELD  # similarity wins before healing, and the two meet after
-    assert "before healing" in found[("e", MODEL)].evidence
+    assert found[("e", MODEL)].verdict == claims.PARTLY  # similarity wins before healing; no healed pair compared
+    assert "'they meet' is untested" in found[("e", MODEL)].evidence
+
+    def healed_pair(low: float, high: float) -> pd.DataFrame:
+        rows = [
+            {
+                "model": MODEL,
+                "task": "mmlu",
+                "fraction": f,
+                "strategy": "last",
+                "stage": "healed",
+                "versus": "similarity",
+                "difference": (low + high) / 2,
+                "low": low,
+                "high": high,
+            }
+            for f in (0.2, 0.4)
+        ]
+        return pd.concat([comparisons, pd.DataFrame(rows)], ignore_index=True)  # fmt: skip
+
+    found = _write(tmp_path, **{"04_comparisons": healed_pair(-0.04, 0.03)})
+    assert found[("e", MODEL)].verdict == claims.HELD  # ... and the healed accuracies are not resolved apart
+    assert "20%: loss of last - similarity = +1.30 nats before healing, +0.02 after" in found[("e", MODEL)].evidence
+    assert "healed mmlu, last - similarity = -0.005 [-0.040, +0.030]" in found[("e", MODEL)].evidence
+    found = _write(tmp_path, **{"04_comparisons": healed_pair(-0.2, -0.1)})
+    assert found[("e", MODEL)].verdict == claims.PARTLY  # healed, the heuristic stays resolved below
 
 
 @pytest.mark.parametrize("flip", [False, True])

@@ -23,7 +23,6 @@ CLAIMS = {
 }
 CHAPTERS = {"01": "01_similarity", "04": "04_results", "05": "05_across_models"}  # where each file is shown
 DEEP = 0.5  # a block is deep when it starts in the second half of the layers it can start at
-MEET = 0.25  # healed strategies meet when their loss gap shrinks to under a quarter of the gap before healing
 
 
 @dataclass(frozen=True)
@@ -248,6 +247,7 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
     rows = _of(tables.sweeps(), model)
     if rows.empty or not {"similarity", "last"} <= set(rows["strategy"]):
         return UNTESTABLE, "similarity and last were not both run", _figure(rows)
+    task, comparisons = _qa_task(rows), _of(tables.comparisons(), model)
     parts, before_wins, meets = [], [], []
     for fraction in sorted(set(rows[rows["strategy"] == "similarity"]["fraction"])):
         at = rows[np.isclose(rows["fraction"], fraction)]
@@ -256,17 +256,39 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
             continue
         gap = loss[("last", "pruned")] - loss[("similarity", "pruned")]
         before_wins.append(gap > 0)
-        text = f"{fraction:.0%}: last - similarity = {gap:+.2f} nats before healing"
+        text = f"{fraction:.0%}: loss of last - similarity = {gap:+.2f} nats before healing"
         if ("similarity", "healed") in loss and ("last", "healed") in loss:
-            after = loss[("last", "healed")] - loss[("similarity", "healed")]
-            meets.append(abs(after) < MEET * abs(gap))
-            text += f", {after:+.2f} after"
+            text += f", {loss[('last', 'healed')] - loss[('similarity', 'healed')]:+.2f} after"
+            healed = _paired(comparisons, task, fraction, "last", "healed", "similarity")
+            if healed is not None:
+                meets.append(healed["low"] <= 0 <= healed["high"])
+                text += (
+                    f"; healed {task}, last - similarity = {healed['difference']:+.3f} "
+                    f"[{healed['low']:+.3f}, {healed['high']:+.3f}]"
+                )
         parts.append(text)
-    evidence = "; ".join(parts) + " (held-out loss)"
+    evidence = "; ".join(parts)
     beats = bool(before_wins) and all(before_wins)
     if not meets:
-        return (PARTLY if beats else NOT_HELD), evidence + "; not healed, so 'they meet' is untested", _figure(rows)
+        untested = "; no healed pair on QA, so 'they meet' is untested"
+        return (PARTLY if beats else NOT_HELD), evidence + untested, _figure(rows)
     return (HELD if beats and all(meets) else PARTLY if beats or any(meets) else NOT_HELD), evidence, _figure(rows)
+
+
+def _paired(
+    comparisons: pd.DataFrame, task: str | None, fraction: float, strategy: str, stage: str, versus: str
+) -> pd.Series | None:
+    """The paired comparison of `strategy` at `stage` against `versus` on `task` at `fraction`, if one was made."""
+    if task is None or comparisons.empty:
+        return None
+    match = comparisons[
+        (comparisons["task"] == task)
+        & (comparisons["strategy"] == strategy)
+        & (comparisons["stage"] == stage)
+        & (comparisons["versus"] == versus)
+        & np.isclose(comparisons["fraction"], fraction)
+    ]
+    return None if match.empty else match.iloc[0]
 
 
 def _size_ladder(tables: _Tables) -> tuple[str, str, str]:
@@ -308,6 +330,28 @@ def check_ledger(results: str | Path, shown: str | Path) -> list[str]:
         return [f"{shown} has {len(saved)} lines, the result files give {len(fresh)}"]
     differ = (saved.values != fresh.values).any(axis=1)
     return [f"claim {row.claim} for {row.model}: {row.verdict}" for row in fresh[differ].itertuples()]
+
+
+def verdicts(table: pd.DataFrame) -> pd.DataFrame:
+    """The ledger at a glance: one row per claim, one column per model (or "all"), the verdict in each cell."""
+    matrix = table.pivot(index="claim", columns="model", values="verdict").fillna("")
+    models = list(dict.fromkeys(table["model"]))
+    matrix = matrix[models].reset_index()
+    matrix.insert(1, "statement", [CLAIMS[claim] for claim in matrix["claim"]])
+    return matrix.rename_axis(columns=None)
+
+
+def evidence(table: pd.DataFrame) -> str:
+    """The ledger as Markdown: per claim, each model's verdict and its evidence, with a link to the chapter that
+    shows the figure."""
+    lines = []
+    for claim, rows in table.groupby("claim", sort=True):
+        lines += [f"**({claim}) {CLAIMS[claim]}**", ""]
+        for row in rows.itertuples():
+            link = f" ([figure]({Path(row.figure).stem}.ipynb))" if row.figure else ""
+            lines.append(f"- {row.model}: *{row.verdict}*. {row.evidence}.{link}")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def summary(table: pd.DataFrame) -> str:
