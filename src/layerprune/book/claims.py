@@ -355,15 +355,13 @@ def evidence(table: pd.DataFrame) -> str:
 
 
 def summary(table: pd.DataFrame) -> str:
-    """Markdown sentences, built from the ledger: how many verdicts of each kind, and which claims did not hold."""
+    """Markdown sentences, built from the ledger: how many verdicts of each kind, and which did not hold or held in
+    part (their evidence follows the ledger)."""
     counts = table["verdict"].value_counts()
     kinds = [f"{counts[kind]} {kind}" for kind in (HELD, PARTLY, NOT_HELD, UNTESTABLE) if kind in counts]
     lines = [f"Of {len(table)} verdicts, {', '.join(kinds)}."]
-    failed = table[table["verdict"] == NOT_HELD]
-    if not failed.empty:
-        lines.append(
-            "Where the paper's claims did not hold at this scale: "
-            + "; ".join(f"({row.claim}) for {row.model}: {row.evidence}" for row in failed.itertuples())
-            + "."
-        )
-    return "\n\n".join(lines)
+    for kind, label in ((NOT_HELD, "Did not hold at this scale"), (PARTLY, "Held in part")):
+        rows = table[table["verdict"] == kind]
+        if not rows.empty:
+            lines.append(f"{label}: " + "; ".join(f"({row.claim}) for {row.model}" for row in rows.itertuples()) + ".")
+    return " ".join(lines)
