@@ -115,7 +115,7 @@ def test_healing_and_strategies(tmp_path):
     found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": comparisons})
     assert found[("d", MODEL)].verdict == claims.HELD  # loss recovers most of the way, MMLU a little
     assert found[("e", MODEL)].verdict == claims.PARTLY  # similarity wins before healing; no healed pair compared
-    assert "'they meet' is untested" in found[("e", MODEL)].evidence
+    assert "'they meet' is untested (no healed pair above chance on QA)" in found[("e", MODEL)].evidence
 
     def healed_pair(low: float, high: float) -> pd.DataFrame:
         rows = [
@@ -138,6 +138,7 @@ def test_healing_and_strategies(tmp_path):
     assert found[("e", MODEL)].verdict == claims.HELD  # ... and the healed accuracies are not resolved apart
     assert "20%: loss of last - similarity = +1.30 nats before healing, +0.02 after" in found[("e", MODEL)].evidence
     assert "healed mmlu, last - similarity = -0.005 [-0.040, +0.030]" in found[("e", MODEL)].evidence
+    assert found[("e", MODEL)].evidence.count("(both healed models at chance") == 1  # at 40% (0.26 of 400)
     found = _write(tmp_path, **{"04_comparisons": healed_pair(-0.2, -0.1)})
     assert found[("e", MODEL)].verdict == claims.PARTLY  # healed, the heuristic stays resolved below
 

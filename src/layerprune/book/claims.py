@@ -261,18 +261,29 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
             text += f", {loss[('last', 'healed')] - loss[('similarity', 'healed')]:+.2f} after"
             healed = _paired(comparisons, task, fraction, "last", "healed", "similarity")
             if healed is not None:
-                meets.append(healed["low"] <= 0 <= healed["high"])
                 text += (
                     f"; healed {task}, last - similarity = {healed['difference']:+.3f} "
                     f"[{healed['low']:+.3f}, {healed['high']:+.3f}]"
                 )
+                if _at_chance(at[at["stage"] == "healed"], task):
+                    text += " (both healed models at chance: meeting there says nothing)"
+                else:
+                    meets.append(healed["low"] <= 0 <= healed["high"])
         parts.append(text)
     evidence = "; ".join(parts)
     beats = bool(before_wins) and all(before_wins)
     if not meets:
-        untested = "; no healed pair on QA, so 'they meet' is untested"
+        untested = "; 'they meet' is untested (no healed pair above chance on QA)"
         return (PARTLY if beats else NOT_HELD), evidence + untested, _figure(rows)
     return (HELD if beats and all(meets) else PARTLY if beats or any(meets) else NOT_HELD), evidence, _figure(rows)
+
+
+def _at_chance(rows: pd.DataFrame, task: str) -> bool:
+    """Whether every row's accuracy on `task` has a 95% Wilson interval that reaches chance."""
+    return all(
+        wilson_interval(row[task] * row[f"{task} n"], int(row[f"{task} n"]))[0] <= row[f"{task} chance"]
+        for _, row in rows.iterrows()
+    )
 
 
 def _paired(

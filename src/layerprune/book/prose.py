@@ -128,6 +128,11 @@ def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) ->
         if "quantized" in stage:
             text += f" ({stage['quantized']['loss']:.2f} with the quantized base alone)"
         text += f" -> {stage['healed']['loss']:.2f} nats healed (unpruned {base['loss']:.2f})"
+        if stage["healed"]["loss"] < base["loss"]:
+            text += (
+                ", below the unpruned model: healing trains on other speeches of the same corpus, so it also fits "
+                "their domain"
+            )
         if task:
             gain = comparisons[(comparisons["versus"] == "pruned") & (comparisons["stage"] == "healed")]
             gain = gain[(gain["strategy"] == strategy) & np.isclose(gain["fraction"], fraction)]
