@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from layerprune.book import runner as book
 from layerprune.book.table_check import check_tables
@@ -123,3 +124,14 @@ def test_every_page_loads_offline_with_its_figures_and_math(smoke_book, tmp_path
     assert all(reports[f"book/generated/{c}.html"].images >= 1 for c in book.chapters(ROOT))
     assert reports["book/method.html"].math >= 10
     assert len(list(tmp_path.glob("*-1280.png"))) == len(list(tmp_path.glob("*-390.png"))) == len(reports)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_default_profile_says_what_it_will_cost_before_it_starts(monkeypatch, native):
+    from layerprune import machine
+
+    monkeypatch.setattr(machine, "native_bf16_cpu", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    note = book.budget_note("default")
+    assert ("1.5 hours" in note) if native else ("3 to 6 hours" in note and "PROFILE=smoke" in note)
+    assert book.budget_note("smoke") == "[book] profile smoke"

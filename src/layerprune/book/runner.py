@@ -212,6 +212,10 @@ def run_book(
     return run
 
 
+COLD_HOURS_BF16 = 1.5
+"""The default profile's cold build, measured in parts on a 2-core AMD EPYC with AVX512-BF16 (README)."""
+
+
 def budget_note(profile: str) -> str:
     """What to expect of a run of `profile` on this machine, said before it starts."""
     import torch
@@ -221,11 +225,14 @@ def budget_note(profile: str) -> str:
     if profile != "default" or torch.cuda.is_available():
         return f"[book] profile {profile}"
     if native_bf16_cpu():
-        return "[book] profile default on a CPU with native bfloat16: see the README's table for the measured time"
+        return (
+            f"[book] profile default on a CPU with native bfloat16: a cold build took about {COLD_HOURS_BF16} hours "
+            "on 2 cores without AMX (README), a few minutes once cached; needs 24 GB of memory"
+        )
     return (
         "[book] profile default on a CPU WITHOUT native bfloat16: the models run in float32 (emulated bfloat16 is "
-        "slower still), so expect several times the README's measured time, which was taken with native bf16; "
-        "`make book PROFILE=smoke` (a tiny random model, minutes) shows every chapter quickly"
+        f"slower still), 2 to 4 times slower than bf16: expect {2 * COLD_HOURS_BF16:g} to {4 * COLD_HOURS_BF16:g} "
+        "hours cold on 2 cores; `make book PROFILE=smoke` (a tiny random model, minutes) shows every chapter quickly"
     )
 
 
