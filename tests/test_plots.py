@@ -109,3 +109,15 @@ def test_in_jupyter_every_png_records_its_dpi_and_smallest_font():
     image = Image.open(io.BytesIO(base64.b64decode(data["image/png"])))
     assert json.loads(image.text[plots.FONT_KEY]) == {"dpi": plots.DPI, "smallest_pt": 8.0}
     assert image.width > 0.9 * plots.WIDTH * plots.DPI
+
+
+def test_a_series_of_one_point_is_a_marker_without_a_line():
+    """ROWS has one pruned point per strategy: drawn alone, not joined to the unpruned model's point."""
+    figure = plots.metric_vs_fraction(ROWS, "arc_easy")
+    lines = {bars.get_label(): bars.lines[0] for bars in figure.axes[0].containers}
+    single = lines["last, not healed"]
+    assert list(single.get_xdata()) == [0.25] and single.get_linestyle() == "None"
+    two = [*ROWS, {**ROWS[3], "fraction": 0.5}]
+    joined = {b.get_label(): b.lines[0] for b in plots.metric_vs_fraction(two, "arc_easy").axes[0].containers}
+    assert list(joined["last, not healed"].get_xdata()) == [0.0, 0.25, 0.5]
+    assert joined["last, not healed"].get_linestyle() == "-"

@@ -326,26 +326,29 @@ def metric_vs_fraction(
     legend: bool = True,
 ) -> Figure:
     """`value` against the fraction of layers removed: one colour and marker per strategy (`strategy_look`), solid
-    before healing and dashed after; the unpruned model (strategy "none", fraction 0) starts every line. Rows
-    without a "stage" are not healed. `error` names a standard-error column (error bars), `chance` draws the
-    chance level and `unpruned` the unpruned model's value as dotted lines."""
+    before healing and dashed after; the unpruned model (strategy "none", fraction 0) starts every line, and a
+    series of one point is a marker alone. Rows without a "stage" are not healed. `error` names a standard-error
+    column (error bars), `chance` draws the chance level and `unpruned` the unpruned model's value as dotted
+    lines."""
     figure, ax = _axes(ax)
     baseline = [row for row in rows if row["strategy"] == "none"]
     strategies = [s for s in dict.fromkeys(row["strategy"] for row in rows) if s != "none"]
     for strategy in strategies:
         for stage in STAGES:
-            points = sorted(
-                baseline + [r for r in rows if r["strategy"] == strategy and r.get("stage", "pruned") == stage],
-                key=lambda r: r["fraction"],
-            )
-            if len(points) == len(baseline):
+            own = [r for r in rows if r["strategy"] == strategy and r.get("stage", "pruned") == stage]
+            if not own:
                 continue
+            look = strategy_look(strategy, stage)
+            if len(own) == 1:  # one point: a line from the unpruned model would draw values nobody measured
+                points, look = own, look | {"linestyle": "none"}
+            else:
+                points = sorted(baseline + own, key=lambda r: r["fraction"])
             ax.errorbar(
                 [p["fraction"] for p in points],
                 [p[value] for p in points],
                 yerr=[_number(p[error]) for p in points] if error else None,
                 label=f"{strategy}, {STAGES[stage][1]}",
-                **strategy_look(strategy, stage),
+                **look,
             )
     if unpruned is not None:
         ax.axhline(unpruned, color="#000000", linestyle=":", linewidth=1.5, label=f"unpruned ({unpruned:.3g})")
