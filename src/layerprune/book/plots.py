@@ -313,6 +313,10 @@ def rank_sweep(ranks: Sequence[int], losses: Sequence[float], ax: Axes | None = 
     return figure
 
 
+Z95 = 1.96
+"""Standard errors either side of a value that make a 95% interval (normal approximation): the error bars."""
+
+
 def metric_vs_fraction(
     rows: Sequence[Mapping],
     value: str,
@@ -328,8 +332,8 @@ def metric_vs_fraction(
     """`value` against the fraction of layers removed: one colour and marker per strategy (`strategy_look`), solid
     before healing and dashed after; the unpruned model (strategy "none", fraction 0) starts every line, and a
     series of one point is a marker alone. Rows without a "stage" are not healed. `error` names a standard-error
-    column (error bars), `chance` draws the chance level and `unpruned` the unpruned model's value as dotted
-    lines."""
+    column (95% error bars: `Z95` standard errors either side), `chance` draws the chance level and `unpruned`
+    the unpruned model's value as dotted lines."""
     figure, ax = _axes(ax)
     baseline = [row for row in rows if row["strategy"] == "none"]
     strategies = [s for s in dict.fromkeys(row["strategy"] for row in rows) if s != "none"]
@@ -346,7 +350,7 @@ def metric_vs_fraction(
             ax.errorbar(
                 [p["fraction"] for p in points],
                 [p[value] for p in points],
-                yerr=[_number(p[error]) for p in points] if error else None,
+                yerr=[Z95 * _number(p[error]) for p in points] if error else None,
                 label=f"{strategy}, {STAGES[stage][1]}",
                 **look,
             )
@@ -373,7 +377,7 @@ def accuracy_vs_fraction(rows: Sequence[Mapping], tasks: Sequence[str], chance: 
 
 def across_models(rows: Sequence[Mapping], tasks: Sequence[str], chance: Mapping[str, float]) -> Figure:
     """Normalised held-out loss and each task's accuracy (standard errors, chance) against the fraction of layers
-    removed, one colour and marker per model (`model_look`), one legend under the panels."""
+    removed, one colour and marker per model (`model_look`), 95% error bars (`Z95`), one legend under the panels."""
     figure, axes = panels(1 + len(tasks))
     names = list(dict.fromkeys(row["model"] for row in rows))
     for name in names:
@@ -381,7 +385,7 @@ def across_models(rows: Sequence[Mapping], tasks: Sequence[str], chance: Mapping
         fractions = [p["fraction"] for p in points]
         axes[0].plot(fractions, [p["normalized loss"] for p in points], label=name, **model_look(name))
         for ax, task in zip(axes[1:], tasks, strict=True):
-            errors = [_number(p[f"{task} stderr"]) for p in points]
+            errors = [Z95 * _number(p[f"{task} stderr"]) for p in points]
             ax.errorbar(fractions, [p[task] for p in points], yerr=errors, label=name, **model_look(name))
     axes[0].set(xlabel="fraction of layers removed", ylabel=r"loss / $\log V$", title="normalised held-out loss")
     for ax, task in zip(axes[1:], tasks, strict=True):
