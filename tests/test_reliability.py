@@ -44,7 +44,7 @@ LAYERPRUNE = Path(sys.executable).with_name("layerprune")
 LAYERS = 4
 SMALL = ["--block-size", "16", "--max-blocks", "3", "--batch-size", "2"]
 # Result files that are measurements by nature (wall-clock timings, memory use): left out of the byte comparison.
-TIMINGS = frozenset({"04_speed.csv", "06_profiling.csv", "06_memory.csv", "06_inference.csv"})
+TIMINGS = frozenset({"04_speed.csv", "06_profiling.csv", "06_memory.csv", "06_inference.csv", "06_precision.csv"})
 TEMPORARY = re.compile(r"^\..*\.tmp")  # what atomic_file / atomic_dir write before the rename
 
 

@@ -162,3 +162,13 @@ def test_html_entities_are_not_read_as_numbers():
 
     assert shown_rows("<table><tr><td>it&#39;s 0.5 &amp; 2</td></tr></table>")[0][0].value == 0.5
     assert [n.value for n in shown_rows("<tr><td>it&#39;s 0.5</td></tr>")[0]] == [0.5]
+
+
+def test_a_table_of_text_must_hold_texts_of_the_result_file(tmp_path):
+    """The claims' verdict matrix has no numbers: each of its cells must be a value or header of the CSV."""
+    ledger = pd.DataFrame({"claim": ["a", "b"], "model": ["m", "m"], "verdict": ["held", "did not hold"]})
+    matrix = ledger.pivot(index="claim", columns="model", values="verdict").reset_index().rename_axis(columns=None)
+    assert check_tables(*write_chapter(tmp_path, matrix, ledger)).ok
+    changed = ledger.assign(verdict=["held", "partly held"])
+    check = check_tables(*write_chapter(tmp_path, matrix, changed))
+    assert check.mismatches == [("04_results", ["did not hold"])]

@@ -3,7 +3,8 @@
 Each row of a shown table must match one row of the CSV: every number in it matches a number of that row. A page
 rounds (`tables.for_reading`) and the CSV keeps six significant digits, so two numbers match when both can be
 roundings of one value: the intervals of half a unit of their last digit ("0.619" stands for 0.6185 to 0.6195)
-overlap. A CSV value changed by more than that rounding matches nothing."""
+overlap. A CSV value changed by more than that rounding matches nothing. A table whose cells hold no numbers (the
+claims' verdicts) must have every cell's text among the values of the chapter's result files."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ SHOWN = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d*)?(?:[e
 SAVED = re.compile(r"(?<![\w.])-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?")
 TAG = re.compile(r"<[^>]+>")
 ROW = re.compile(r"<tr\b.*?</tr>", re.DOTALL | re.IGNORECASE)
+CELL = re.compile(r"<td\b[^>]*>(.*?)</td>", re.DOTALL | re.IGNORECASE)
 STYLE = re.compile(r"<(style|script)\b.*?</\1>", re.DOTALL | re.IGNORECASE)
 _PARTS = re.compile(r"-?[\d,]+(?:\.(\d*))?(?:[eE]([-+]?\d+))?")
 
@@ -89,12 +91,22 @@ def missing_from(shown: list[list[Number]], saved: list[list[Number]]) -> list[s
     ]
 
 
-def displayed_tables(executed: Path) -> list[list[list[Number]]]:
-    """The numbers, row by row, of each HTML table shown by a cell that saves a result table
-    (`lp.book.tables.save`)."""
+def shown_texts(html: str) -> list[str]:
+    """The text of every non-empty data cell (headers aside) of an HTML table."""
+    texts = (unescape(TAG.sub(" ", cell)) for cell in CELL.findall(STYLE.sub(" ", html)))
+    return [" ".join(text.split()) for text in texts if text.strip()]
+
+
+def saved_texts(saved: Path) -> set[str]:
+    """Every value and header of a saved CSV file, as text."""
+    return {" ".join(value.split()) for row in csv.reader(io.StringIO(saved.read_text())) for value in row}
+
+
+def displayed_tables(executed: Path) -> list[str]:
+    """The HTML of each table shown by a cell that saves a result table (`lp.book.tables.save`)."""
     cells = json.loads(executed.read_text())["cells"]
     return [
-        shown_rows("".join(output["data"]["text/html"]))
+        "".join(output["data"]["text/html"])
         for cell in cells
         if "lp.book.tables.save" in "".join(cell["source"])
         for output in cell.get("outputs", [])
@@ -111,11 +123,17 @@ def check_tables(generated: str | Path, results: str | Path) -> TableCheck:
         raise InvalidInputError(f"no executed chapters in {generated} or no result directory {results}")
     check = TableCheck()
     for executed in chapters:
-        saved = [saved_rows(table) for table in sorted(results.glob(f"{executed.name[:2]}_*.csv"))]
-        for shown in displayed_tables(executed):
+        files = sorted(results.glob(f"{executed.name[:2]}_*.csv"))
+        saved = [saved_rows(table) for table in files]
+        for html in displayed_tables(executed):
             check.checked += 1
+            shown, texts = shown_rows(html), shown_texts(html)
             everything = [x.text for row in shown for x in row]
-            missing = min((missing_from(shown, rows) for rows in saved), key=len, default=everything)
-            if not everything or missing:
-                check.mismatches.append((executed.stem, missing[:20] or ["(a table without numbers)"]))
+            if any(numbers(text) for text in texts):
+                missing = min((missing_from(shown, rows) for rows in saved), key=len, default=everything)
+            else:
+                known = set().union(*(saved_texts(table) for table in files))
+                missing = [text for text in texts if text not in known] or ([] if texts else ["(an empty table)"])
+            if missing:
+                check.mismatches.append((executed.stem, missing[:20]))
     return check
