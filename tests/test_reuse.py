@@ -10,6 +10,8 @@ import pytest
 
 from layerprune.book import reuse
 
+ENV = reuse.environment()
+
 
 @pytest.fixture
 def chapter(tmp_path: Path) -> tuple[Path, Path, Path]:
@@ -26,7 +28,7 @@ def chapter(tmp_path: Path) -> tuple[Path, Path, Path]:
 def executed(chapter: tuple[Path, Path, Path], parameters: dict) -> str:
     """Run the 'chapter': copy the notebook and write one result file, as the runner records it."""
     notebook, output, results = chapter
-    stamp = reuse.fingerprint(notebook, parameters, results)
+    stamp = reuse.fingerprint(notebook, parameters, results, ENV)
     before = reuse.snapshot(results)
     output.write_text(notebook.read_text())
     (results / "02_mine.csv").write_text("b\n2\n")
@@ -40,13 +42,21 @@ def executed(chapter: tuple[Path, Path, Path], parameters: dict) -> str:
 def test_an_unchanged_chapter_is_reused(chapter):
     notebook, output, results = chapter
     stamp = executed(chapter, {"n": 1})
-    assert reuse.reusable(output, reuse.fingerprint(notebook, {"n": 1}, results), results)
-    assert reuse.fingerprint(notebook, {"n": 1}, results) == stamp
+    assert reuse.reusable(output, reuse.fingerprint(notebook, {"n": 1}, results, ENV), results)
+    assert reuse.fingerprint(notebook, {"n": 1}, results, ENV) == stamp
 
 
 @pytest.mark.parametrize(
     "change",
-    ["parameters", "notebook", "earlier result", "own result changed", "own result missing", "no record"],
+    [
+        "parameters",
+        "notebook",
+        "earlier result",
+        "own result changed",
+        "own result missing",
+        "no record",
+        "environment",
+    ],
 )
 def test_any_change_runs_it_again(chapter, change):
     notebook, output, results = chapter
@@ -62,11 +72,12 @@ def test_any_change_runs_it_again(chapter, change):
         (results / "02_mine.csv").unlink()
     if change == "no record":
         output.write_text(notebook.read_text())
-    assert not reuse.reusable(output, reuse.fingerprint(notebook, parameters, results), results)
+    shared = ENV + "x" if change == "environment" else ENV  # a package file or the machine changed
+    assert not reuse.reusable(output, reuse.fingerprint(notebook, parameters, results, shared), results)
 
 
 def test_later_chapters_results_do_not_count(chapter):
     notebook, _, results = chapter
-    stamp = reuse.fingerprint(notebook, {}, results)
+    stamp = reuse.fingerprint(notebook, {}, results, ENV)
     (results / "07_later.csv").write_text("c\n")
-    assert reuse.fingerprint(notebook, {}, results) == stamp
+    assert reuse.fingerprint(notebook, {}, results, ENV) == stamp

@@ -23,10 +23,19 @@ def cpu_name() -> str:
     return found.group(1).strip() if found else platform.machine()
 
 
+def _cpu_has(probe: str) -> bool:
+    """torch's probe `torch.cpu.<probe>()` for a CPU feature; False where this torch has no such probe."""
+    return bool(getattr(torch.cpu, probe, lambda: False)())
+
+
+def amx_cpu() -> bool:
+    """Whether the CPU has AMX tiles, which multiply bfloat16 matrices several times faster."""
+    return _cpu_has("_is_amx_tile_supported")
+
+
 def native_bf16_cpu() -> bool:
     """Whether the CPU computes bfloat16 natively (AMX tiles or AVX512-BF16); without, bf16 is emulated and slow."""
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+    return amx_cpu() or _cpu_has("_is_avx512_bf16_supported")
 
 
 def gpu_name() -> str:

@@ -12,25 +12,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..cache import atomic_file
+from ..cache import atomic_file, sha256_file
 from ..machine import timing_machine
 
 PACKAGE = Path(__file__).resolve().parents[1]
 RECORD_KEY = "layerprune"
 
 
-def fingerprint(notebook: Path, parameters: Mapping[str, Any], results: Path) -> str:
-    """sha256 of what an executed chapter depends on: the notebook, its parameters, the result files of the
-    chapters before it (chapter 7 reads them), every file of the package, and `timing_machine()` (CPU, cores,
-    threads and library versions)."""
-    digest = hashlib.sha256(notebook.read_bytes())
-    digest.update(json.dumps(dict(parameters), sort_keys=True, default=str).encode())
-    earlier = {name: _sha256(results / name) for name in sorted(snapshot(results)) if name[:2] < notebook.name[:2]}
-    digest.update(json.dumps(earlier, sort_keys=True).encode())
+def environment() -> str:
+    """sha256 of what every chapter depends on alike: every file of the package, and `timing_machine()` (CPU,
+    cores, threads and library versions). Computed once per run of the book."""
+    digest = hashlib.sha256()
     for path in sorted(PACKAGE.rglob("*")):
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path.relative_to(PACKAGE)).encode() + path.read_bytes())
     digest.update(json.dumps(timing_machine(), sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def fingerprint(notebook: Path, parameters: Mapping[str, Any], results: Path, shared: str) -> str:
+    """sha256 of what an executed chapter depends on: the notebook, its parameters, the result files of the
+    chapters before it (chapter 7 reads them) and `shared`, the `environment()`."""
+    digest = hashlib.sha256(notebook.read_bytes())
+    digest.update(json.dumps(dict(parameters), sort_keys=True, default=str).encode())
+    earlier = {name: sha256_file(results / name) for name in sorted(snapshot(results)) if name[:2] < notebook.name[:2]}
+    digest.update(json.dumps(earlier, sort_keys=True).encode())
+    digest.update(shared.encode())
     return digest.hexdigest()
 
 
@@ -44,7 +51,7 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 def written_since(folder: Path, before: Mapping[str, tuple[int, int]]) -> dict[str, str]:
     """sha256 of each file in `folder` that is new or changed since `before` (a `snapshot`)."""
     after = snapshot(folder)
-    return {name: _sha256(folder / name) for name, state in sorted(after.items()) if before.get(name) != state}
+    return {name: sha256_file(folder / name) for name, state in sorted(after.items()) if before.get(name) != state}
 
 
 def record(executed: Path, stamp: str, outputs: Mapping[str, str]) -> None:
@@ -64,12 +71,8 @@ def reusable(executed: Path, stamp: str, results: Path) -> bool:
     if stored.get("fingerprint") != stamp:
         return False
     outputs = stored.get("outputs", {})
-    return all((results / name).is_file() and _sha256(results / name) == digest for name, digest in outputs.items())
+    return all((results / name).is_file() and sha256_file(results / name) == digest for name, digest in outputs.items())
 
 
 def _finished(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()

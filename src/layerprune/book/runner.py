@@ -189,11 +189,11 @@ def run_book(
         planned[chapter] = chapter_parameters(notebook, layers, chapter)
         check_parameter_types(notebook, planned[chapter])
     print(budget_note(profile), flush=True)
-    run = BookRun()
+    run, shared = BookRun(), reuse.environment()
     for chapter, parameters in planned.items():
         notebook, output = root / "notebooks" / f"{chapter}.ipynb", root / GENERATED / f"{chapter}.ipynb"
         results = root / parameters["results_dir"]
-        stamp = reuse.fingerprint(notebook, parameters, results)
+        stamp = reuse.fingerprint(notebook, parameters, results, shared)
         if not force and reuse.reusable(output, stamp, results):
             print(f"[book] {notebook.name}: unchanged since its last run, not executed (--force runs it)", flush=True)
             run.reused.append(chapter)

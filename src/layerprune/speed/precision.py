@@ -19,7 +19,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..cache import cached, model_identity, tensor_digest
 from ..loss import heldout_loss, model_device
-from ..machine import native_bf16_cpu
+from ..machine import amx_cpu, native_bf16_cpu
 from ..models import DTYPE_ENV, default_device, load_model, load_tokenizer, resolve_source
 from ..selection import select_block
 from ..similarity import DistanceProfile, profile_distances
@@ -34,11 +34,6 @@ FORWARD_GOALS = {"smollm2-135m": 3.0, "qwen2.5-coder-1.5b": 6.0}
 BF16_PEAK_GOALS_MIB = {"qwen2.5-coder-1.5b": 6e9 / 2**20}
 """The most memory (6 GB) a process may hold at its peak to load and profile the model in bfloat16, per model."""
 AGREEMENT_KEYS = ("measure", "value", "detail")
-
-
-def amx_cpu() -> bool:
-    """Whether the CPU has AMX tiles (torch's probe; False where this torch has none)."""
-    return bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
 
 
 def tokenizer_of(model_name: str) -> PreTrainedTokenizerBase:
