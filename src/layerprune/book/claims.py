@@ -162,8 +162,18 @@ def _above_chance(rows: pd.DataFrame, task: str) -> bool:
     base = rows[rows["strategy"] == "none"]
     if base.empty or pd.isna(base.iloc[0][task]):
         return False
-    low, _ = wilson_interval(base.iloc[0][task] * base.iloc[0][f"{task} n"], int(base.iloc[0][f"{task} n"]))
-    return low > base.iloc[0][f"{task} chance"]
+    return not reaches_chance(base.iloc[0], task)
+
+
+def accuracy_interval(row: pd.Series, task: str) -> tuple[float, float]:
+    """The 95% Wilson interval of a result row's accuracy on `task` (columns `task` and "`task` n")."""
+    count = int(row[f"{task} n"])
+    return wilson_interval(row[task] * count, count)
+
+
+def reaches_chance(row: pd.Series, task: str) -> bool:
+    """Whether a result row's accuracy on `task` is at chance: its 95% Wilson interval reaches the chance level."""
+    return accuracy_interval(row, task)[0] <= row[f"{task} chance"]
 
 
 def _curve(rows: pd.DataFrame, strategy: str, stage: str = "pruned") -> pd.DataFrame:
@@ -177,18 +187,14 @@ def collapse_point(
     """(the last fraction of the plateau, the first fraction at chance) of a strategy's curve before healing,
     None where there is none: the plateau ends before the first fraction whose paired difference from the unpruned
     model is resolved below 0; a fraction is at chance when its 95% Wilson interval reaches the chance level."""
-    chance = float(_unpruned(rows)[f"{task} chance"])
-    drops = comparisons[(comparisons["task"] == task) & (comparisons["strategy"] == strategy)]
-    drops = drops[(drops["stage"] == "pruned") & (drops["versus"] == "unpruned")]
     plateau, collapse, dropped = None, None, False
     for _, row in _curve(rows, strategy).iterrows():
         if row["strategy"] == "none":
             continue
-        match = drops[np.isclose(drops["fraction"], row["fraction"])]
-        dropped = dropped or (not match.empty and match.iloc[0]["high"] < 0)
+        drop = paired_comparison(comparisons, task, row["fraction"], strategy, "pruned", "unpruned")
+        dropped = dropped or (drop is not None and drop["high"] < 0)
         plateau = plateau if dropped else row["fraction"]
-        count = int(row[f"{task} n"])
-        if collapse is None and wilson_interval(row[task] * count, count)[0] <= chance:
+        if collapse is None and reaches_chance(row, task):
             collapse = row["fraction"]
     return plateau, collapse
 
@@ -259,13 +265,13 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
         text = f"{fraction:.0%}: loss of last - similarity = {gap:+.2f} nats before healing"
         if ("similarity", "healed") in loss and ("last", "healed") in loss:
             text += f", {loss[('last', 'healed')] - loss[('similarity', 'healed')]:+.2f} after"
-            healed = _paired(comparisons, task, fraction, "last", "healed", "similarity")
+            healed = paired_comparison(comparisons, task, fraction, "last", "healed", "similarity")
             if healed is not None:
                 text += (
                     f"; healed {task}, last - similarity = {healed['difference']:+.3f} "
                     f"[{healed['low']:+.3f}, {healed['high']:+.3f}]"
                 )
-                if _at_chance(at[at["stage"] == "healed"], task):
+                if all(reaches_chance(row, task) for _, row in at[at["stage"] == "healed"].iterrows()):
                     text += " (both healed models at chance: meeting there says nothing)"
                 else:
                     meets.append(healed["low"] <= 0 <= healed["high"])
@@ -278,15 +284,7 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
     return (HELD if beats and all(meets) else PARTLY if beats or any(meets) else NOT_HELD), evidence, _figure(rows)
 
 
-def _at_chance(rows: pd.DataFrame, task: str) -> bool:
-    """Whether every row's accuracy on `task` has a 95% Wilson interval that reaches chance."""
-    return all(
-        wilson_interval(row[task] * row[f"{task} n"], int(row[f"{task} n"]))[0] <= row[f"{task} chance"]
-        for _, row in rows.iterrows()
-    )
-
-
-def _paired(
+def paired_comparison(
     comparisons: pd.DataFrame, task: str | None, fraction: float, strategy: str, stage: str, versus: str
 ) -> pd.Series | None:
     """The paired comparison of `strategy` at `stage` against `versus` on `task` at `fraction`, if one was made."""

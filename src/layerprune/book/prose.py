@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .claims import DEEP, collapse_point, largest_deep_change
-from .statistics import wilson_interval
+from .claims import DEEP, accuracy_interval, collapse_point, largest_deep_change, paired_comparison, reaches_chance
 
 
 def _pct(fraction: float) -> str:
@@ -19,8 +18,7 @@ def _pct(fraction: float) -> str:
 
 def _accuracy(row: pd.Series, task: str) -> str:
     """'0.53 [0.47, 0.58]' with the 95% Wilson interval."""
-    count = int(row[f"{task} n"])
-    low, high = wilson_interval(row[task] * count, count)
+    low, high = accuracy_interval(row, task)
     return f"{row[task]:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -92,11 +90,10 @@ def selection(losses: pd.DataFrame, unpruned: float) -> str:
 def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategies: Sequence[str]) -> str:
     """The unpruned accuracy, how long it holds and where it reaches chance, per strategy."""
     base = table[table["strategy"] == "none"].iloc[0]
-    chance = float(base[f"{task} chance"])
-    low = wilson_interval(base[task] * base[f"{task} n"], int(base[f"{task} n"]))[0]
+    above = "not resolved above" if reaches_chance(base, task) else "resolved above"
     lines = [
         f"Unpruned, {base['model']} scores {_accuracy(base, task)} on {int(base[f'{task} n'])} {task} questions "
-        f"(chance {chance:.2f}), {'resolved above' if low > chance else 'not resolved above'} chance."
+        f"(chance {base[f'{task} chance']:.2f}), {above} chance."
     ]
     for strategy in strategies:
         plateau, collapse = collapse_point(table, comparisons, task, strategy)
@@ -134,13 +131,10 @@ def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) ->
                 "their domain"
             )
         if task:
-            gain = comparisons[(comparisons["versus"] == "pruned") & (comparisons["stage"] == "healed")]
-            gain = gain[(gain["strategy"] == strategy) & np.isclose(gain["fraction"], fraction)]
-            text += (
-                f"; {task} {stage['pruned'][task]:.3f} -> {stage['healed'][task]:.3f}"
-                + (f", paired difference {gain.iloc[0]['difference']:+.3f} "
-                   f"[{gain.iloc[0]['low']:+.3f}, {gain.iloc[0]['high']:+.3f}]" if not gain.empty else "")
-            )  # fmt: skip
+            gain = paired_comparison(comparisons, task, fraction, strategy, "healed", "pruned")
+            text += f"; {task} {stage['pruned'][task]:.3f} -> {stage['healed'][task]:.3f}"
+            if gain is not None:
+                text += f", paired difference {gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
         parts.append(text)
     lead = "Each healed model against the same model pruned (held-out loss in nats; accuracy on the same questions):"
     return "\n".join([lead, "", *(f"- {part}" for part in parts)])
