@@ -71,10 +71,14 @@ def shown_rows(html: str) -> list[list[Number]]:
     return [numbers(unescape(TAG.sub(" ", row))) for row in ROW.findall(html) or [html]]
 
 
-def saved_rows(saved: Path) -> list[list[Number]]:
-    """The numbers of each row of a saved CSV file, its header included."""
-    rows = csv.reader(io.StringIO(saved.read_text()))
-    return [[number for value in row for number in numbers(value, SAVED)] for row in rows]
+def saved_cells(saved: Path) -> list[list[str]]:
+    """The cells of each row of a saved CSV file, its header included."""
+    return list(csv.reader(io.StringIO(saved.read_text())))
+
+
+def saved_rows(cells: list[list[str]]) -> list[list[Number]]:
+    """The numbers of each row of a saved CSV file (its `saved_cells`)."""
+    return [[number for value in row for number in numbers(value, SAVED)] for row in cells]
 
 
 def missing_from(shown: list[list[Number]], saved: list[list[Number]]) -> list[str]:
@@ -95,11 +99,6 @@ def shown_texts(html: str) -> list[str]:
     """The text of every non-empty data cell (headers aside) of an HTML table."""
     texts = (unescape(TAG.sub(" ", cell)) for cell in CELL.findall(STYLE.sub(" ", html)))
     return [" ".join(text.split()) for text in texts if text.strip()]
-
-
-def saved_texts(saved: Path) -> set[str]:
-    """Every value and header of a saved CSV file, as text."""
-    return {" ".join(value.split()) for row in csv.reader(io.StringIO(saved.read_text())) for value in row}
 
 
 def displayed_tables(executed: Path) -> list[str]:
@@ -123,8 +122,9 @@ def check_tables(generated: str | Path, results: str | Path) -> TableCheck:
         raise InvalidInputError(f"no executed chapters in {generated} or no result directory {results}")
     check = TableCheck()
     for executed in chapters:
-        files = sorted(results.glob(f"{executed.name[:2]}_*.csv"))
-        saved = [saved_rows(table) for table in files]
+        cells = [saved_cells(table) for table in sorted(results.glob(f"{executed.name[:2]}_*.csv"))]
+        saved = [saved_rows(table) for table in cells]
+        known = {" ".join(value.split()) for table in cells for row in table for value in row}
         for html in displayed_tables(executed):
             check.checked += 1
             shown, texts = shown_rows(html), shown_texts(html)
@@ -132,7 +132,6 @@ def check_tables(generated: str | Path, results: str | Path) -> TableCheck:
             if any(numbers(text) for text in texts):
                 missing = min((missing_from(shown, rows) for rows in saved), key=len, default=everything)
             else:
-                known = set().union(*(saved_texts(table) for table in files))
                 missing = [text for text in texts if text not in known] or ([] if texts else ["(an empty table)"])
             if missing:
                 check.mismatches.append((executed.stem, missing[:20]))
