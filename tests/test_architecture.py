@@ -24,7 +24,7 @@ LAYERS = {
     "adapters": 2, "assets": 2, "tiny": 2,
     "models": 3, "data": 3,
     "similarity": 4, "selection": 4, "surgery": 4, "loss": 4, "lens": 4,
-    "healing": 5, "evaluation": 5,
+    "healing": 5, "evaluation": 5, "cached_results": 5,
     "speed": 6,
     "book": 7, "course": 7,
     "cli": 8, "heal_distributed": 8,

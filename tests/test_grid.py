@@ -5,7 +5,7 @@ import torch
 
 import layerprune as lp
 from layerprune.book import grid
-from layerprune.book.experiments import cached_profile
+from layerprune.cached_results import cached_profile
 
 
 @pytest.fixture(scope="module")

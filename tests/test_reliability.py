@@ -27,8 +27,8 @@ import yaml
 import layerprune as lp
 from layerprune import assets, cli
 from layerprune.book import runner as book
-from layerprune.book.experiments import cached_profile
 from layerprune.cache import MANIFEST, atomic_dir, cached, is_complete, stable_hash, write_json_atomic
+from layerprune.cached_results import cached_profile
 from layerprune.errors import (
     ChapterError,
     InvalidInputError,

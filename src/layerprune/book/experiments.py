@@ -3,10 +3,8 @@ blocks and every setting, so a rerun with the same parameters reuses it."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -14,7 +12,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..cache import (
-    blocks_digest,
     cached,
     cached_dir,
     decode_records,
@@ -24,73 +21,17 @@ from ..cache import (
     pruned_identity,
     tensor_digest,
 )
+from ..cached_results import cached_heldout_loss, cached_profile
+from ..cached_results import cached_logit_lens as cached_logit_lens  # the chapters call all three from here
 from ..evaluation.generation import greedy_generate
 from ..evaluation.tasks import TASKS, resolve_tasks
-from ..lens import LogitLens, logit_lens
-from ..loss import HeldoutLoss, heldout_loss
 from ..machine import timing_machine
-from ..similarity import DistanceProfile, model_name, profile_distances
+from ..similarity import DistanceProfile
 from ..speed.measure import Stopwatch
 from ..surgery import prune_fraction
 
-T = TypeVar("T")
-
 if TYPE_CHECKING:
     from ..healing.training import HealResult
-
-
-def cached_profile(
-    model: nn.Module,
-    blocks: torch.Tensor | Mapping[str, torch.Tensor],
-    *,
-    token: str = "last",
-    metric: str = "angular",
-    batch_size: int = 8,
-    progress: bool = True,
-) -> DistanceProfile:
-    """`profile_distances` with each sequence's distances kept (for bootstrap intervals), cached; the profile
-    carries this model's name even when another run computed it."""
-    identity = model_identity(model)
-    key = {"model": identity, "blocks": blocks_digest(blocks), "token": token, "metric": metric, "sequences": True}
-    profile = cached(
-        "profile",
-        key,
-        lambda: profile_distances(
-            model,
-            blocks,
-            token=token,
-            metric=metric,
-            batch_size=batch_size,
-            progress=progress,
-            identity=identity,
-            keep_sequences=True,
-        ),
-        encode=DistanceProfile.to_dict,
-        decode=DistanceProfile.from_dict,
-    )
-    return dataclasses.replace(profile, model_name=model_name(model))
-
-
-def cached_logit_lens(
-    model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 4, progress: bool = True
-) -> LogitLens:
-    """`logit_lens`, cached."""
-    compute = functools.partial(logit_lens, model, blocks, batch_size=batch_size, progress=progress)
-    return _cached_on_blocks("lens", model_identity(model), blocks, compute, LogitLens)
-
-
-def cached_heldout_loss(
-    model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 8, progress: bool = True, identity: str | None = None
-) -> HeldoutLoss:
-    """`heldout_loss`, cached (pass `identity` when it is already known, to skip hashing the weights)."""
-    compute = functools.partial(heldout_loss, model, blocks, batch_size=batch_size, progress=progress)
-    return _cached_on_blocks("heldout", identity or model_identity(model), blocks, compute, HeldoutLoss)
-
-
-def _cached_on_blocks(kind: str, identity: str, blocks: torch.Tensor, compute: Callable[[], T], result: type[T]) -> T:
-    """A result of a model on token blocks (a dataclass with `as_dict`), cached by model identity and blocks."""
-    key = {"model": identity, "blocks": tensor_digest(blocks)}
-    return cached(kind, key, compute, encode=lambda value: value.as_dict(), decode=lambda value: result(**value))
 
 
 def pruned_losses(

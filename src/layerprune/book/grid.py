@@ -14,10 +14,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..cache import model_identity, pruned_identity
+from ..cached_results import cached_heldout_loss
 from ..loss import model_device
 from ..similarity import DistanceProfile, model_name
 from ..surgery import prune_fraction
-from .experiments import cached_heldout_loss, heal_cached
+from .experiments import heal_cached
 from .statistics import PairedComparison, paired_comparison
 
 STAGES = ("pruned", "quantized", "healed")

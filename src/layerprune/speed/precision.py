@@ -17,8 +17,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ..cache import cached, model_identity, tensor_digest
-from ..loss import heldout_loss, model_device
+from ..cache import model_identity
+from ..cached_results import cached_heldout_loss, cached_profile
+from ..loss import model_device
 from ..machine import amx_cpu, native_bf16_cpu
 from ..models import DTYPE_ENV, default_device, load_model, load_tokenizer, resolve_source
 from ..selection import select_block
@@ -281,28 +282,13 @@ def dtype_measures(
     progress: bool,
 ) -> dict[str, Any]:
     """One model's profile, held-out loss (nats) and per-question ARC-Easy scores, each cached on its own by the
-    model's identity and the exact inputs (kind "precision"; the answers in `evaluate`'s cache), so that an
-    interrupted run resumes from the last part it finished."""
+    model's identity and the exact inputs (the same entries as the book's: `cached_results`, `evaluate`), so that
+    an interrupted run resumes from the last part it finished."""
     from ..evaluation.harness import evaluate
 
     identity = model_identity(model)
-    key = {"model": identity, "batch_size": batch_size}
-    profile = cached(
-        "precision",
-        key | {"part": "profile", "blocks": tensor_digest(profile_blocks)},
-        lambda: profile_distances(
-            model, profile_blocks, batch_size=batch_size, progress=progress, identity=identity
-        ).to_dict(),
-        encode=dict,
-        decode=dict,
-    )
-    loss = cached(
-        "precision",
-        key | {"part": "heldout", "blocks": tensor_digest(heldout_blocks)},
-        lambda: heldout_loss(model, heldout_blocks, batch_size=batch_size, progress=progress).as_dict(),
-        encode=dict,
-        decode=dict,
-    )
+    profile = cached_profile(model, profile_blocks, batch_size=batch_size, progress=progress)
+    loss = cached_heldout_loss(model, heldout_blocks, batch_size=batch_size, progress=progress, identity=identity)
     results = evaluate(
         model,
         tokenizer,
@@ -313,7 +299,7 @@ def dtype_measures(
         progress=progress,
         identity=identity,
     )
-    return {"profile": profile, "loss": loss["loss"], "tokens": loss["tokens"], "questions": results.questions[TASK]}
+    return {"profile": profile, "loss": loss.loss, "tokens": loss.tokens, "questions": results.questions[TASK]}
 
 
 def precision_agreement(
@@ -358,9 +344,8 @@ def precision_agreement(
 
 def agreement_rows(reference: Mapping[str, Any], compared: Mapping[str, Any], names: Sequence[str]) -> list[dict]:
     """The comparison of two `dtype_measures` results (named `names`) as rows of `AGREEMENT_KEYS`."""
-    profiles = [DistanceProfile.from_dict(measures["profile"]) for measures in (reference, compared)]
     return [
-        *profile_rows(*profiles, names=names),
+        *profile_rows(reference["profile"], compared["profile"], names=names),
         *loss_rows(reference, compared, names=names),
         *answer_rows(reference["questions"], compared["questions"], names=names),
     ]
