@@ -58,5 +58,6 @@ bench: setup
 	$(BIN)/python bench/inference.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/healing.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/evaluation.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/sweep.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/precision.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/book.py --profile $(BENCH_PROFILE)

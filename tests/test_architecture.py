@@ -23,7 +23,7 @@ LAYERS = {
     "validation": 1, "machine": 1, "cache": 1,
     "adapters": 2, "assets": 2, "tiny": 2,
     "models": 3, "data": 3,
-    "similarity": 4, "selection": 4, "surgery": 4, "loss": 4, "lens": 4,
+    "similarity": 4, "selection": 4, "surgery": 4, "loss": 4, "lens": 4, "prefix": 4,
     "healing": 5, "evaluation": 5, "cached_results": 5,
     "speed": 6,
     "book": 7, "course": 7,

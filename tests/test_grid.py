@@ -35,6 +35,21 @@ def test_every_stage_is_a_row_with_its_questions(swept):
         assert row["arc_easy n"] == 6 and row["arc_easy"] == pytest.approx(sum(questions["arc_easy"].values()) / 6)
 
 
+def test_shared_prefixes_change_nothing_but_the_work(swept, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path))  # nothing cached: every layer of every model runs
+    model, tokenizer = lp.load_model("tiny-llama")
+    ids = torch.randint(0, 256, (24, 16), generator=torch.Generator().manual_seed(0))
+    blocks = {"profile": ids[:8], "heal": ids[8:20], "heldout": ids[20:]}
+    alone = grid.sweep(
+        model, tokenizer, cached_profile(model, blocks["profile"], progress=False), blocks, fractions=[0.0, 0.25, 0.5],
+        strategies=["similarity", "last"], tasks=["arc_easy"], limits={"arc_easy": 6}, share_prefixes=False,
+    )  # fmt: skip
+    shared, _ = swept
+    pruned = [i for i, row in enumerate(shared.rows) if row["stage"] == "pruned"]
+    assert [shared.rows[i] for i in pruned] == alone.rows
+    assert [shared.questions[i] for i in pruned] == alone.questions
+
+
 def test_comparisons_pair_each_row_with_its_references(swept):
     result, rows = swept
     versus = {(r["fraction"], r["strategy"], r["stage"], r["versus"]) for r in rows}

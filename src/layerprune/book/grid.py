@@ -5,6 +5,7 @@ questions."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,9 @@ from tqdm.auto import tqdm
 from ..cache import model_identity, pruned_identity
 from ..cached_results import cached_heldout_loss
 from ..loss import model_device
+from ..machine import release_memory
+from ..prefix import DEFAULT_MAX_BYTES, PrefixStates
+from ..selection import block_for_fraction
 from ..similarity import DistanceProfile, model_name
 from ..surgery import prune_fraction
 from .experiments import heal_cached
@@ -64,29 +68,37 @@ def sweep(
     strategy_fractions: Mapping[str, Sequence[float]] | None = None,
     seed: int = 0,
     batch_size: int = 8,
+    share_prefixes: bool = True,
 ) -> SweepResult:
     """Fraction 0 is the unpruned model (one row, strategy "none"). For the fractions in `heal_fractions` the
     pruned model is also healed (`heal_settings`: keyword arguments of `heal`), and, when healing quantizes the
     base, its quantized copy without an adapter is scored too. `num_fewshot` goes to `evaluate` (None: each
     task's default). `strategy_fractions` runs a strategy at its own fractions instead of `fractions` (a cheaper
-    grid for a baseline)."""
+    grid for a baseline). With `share_prefixes`, each pruned model starts its scoring passes from the unpruned
+    model's states where its removed block starts (`PrefixStates`: the same numbers, the layers before the block
+    computed once in all); without, every model runs every layer."""
     evaluation = {"limit": dict(limits or {}), "num_fewshot": num_fewshot, "seed": seed, "batch_size": batch_size}
     settings = dict(heal_settings or {})
     base_identity = model_identity(model)
     name = model_name(model)
     result = SweepResult()
     at = {strategy: list((strategy_fractions or {}).get(strategy, fractions)) for strategy in strategies}
-    grid = [(f, s) for s in strategies for f in at[s] if f > 0] + [(0.0, "none")] * (0 in fractions)
-    for fraction, strategy in tqdm(sorted(grid), desc="sweep"):
+    grid = sorted([(f, s) for s in strategies for f in at[s] if f > 0] + [(0.0, "none")] * (0 in fractions))
+    prefixes = PrefixStates(max_bytes=DEFAULT_MAX_BYTES if share_prefixes else 0)
+    starts = {_block_start(profile, f, s, seed) for f, s in grid if s != "none"} - {0, profile.num_layers}
+    for fraction, strategy in tqdm(grid, desc="sweep"):
         pruned = prune_fraction(model, profile, fraction, "last" if strategy == "none" else strategy, seed=seed)
+        shared = min(pruned.layers, default=profile.num_layers)
         variants = [("pruned", pruned.model, pruned_identity(base_identity, pruned.layers))]
         if pruned.n and fraction in heal_fractions:
             variants += _healing_variants(pruned.model, tokenizer, blocks["heal"], settings, seed)
         for stage, candidate, identity in variants:
-            loss = cached_heldout_loss(
-                candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
-            )
-            scores, questions = _scores(candidate, tokenizer, tasks, evaluation, identity)
+            reuse = prefixes.sharing(candidate, shared, starts & set(range(1, shared + 1)))
+            with reuse if stage == "pruned" else contextlib.nullcontext():
+                loss = cached_heldout_loss(
+                    candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
+                )
+                scores, questions = _scores(candidate, tokenizer, tasks, evaluation, identity)
             result.rows.append(
                 {
                     "model": name,
@@ -102,7 +114,15 @@ def sweep(
                 }
             )
             result.questions.append(questions)
+        del pruned, variants, candidate  # the copies of this point go before the next is made
+        release_memory()
     return result
+
+
+def _block_start(profile: DistanceProfile, fraction: float, strategy: str, seed: int) -> int:
+    """The first layer a strategy removes at a fraction: the layers before it are the unpruned model's."""
+    selection = block_for_fraction(profile, fraction, strategy, seed=seed)
+    return min(selection.layers) if selection else profile.num_layers
 
 
 def _healing_variants(

@@ -194,7 +194,8 @@ def _run(
     progress: bool,
 ) -> dict[str, list[dict[str, Any]]]:
     """Run lm-eval once over all `configs` (short name -> YAML files) and return rows per task."""
-    was_training = model.training
+    was_training, used_cache = model.training, model.config.use_cache
+    model.config.use_cache = False  # scoring reuses no KV cache (generation asks for one itself)
     with tempfile.TemporaryDirectory(prefix="layerprune-tasks-") as tmp, _quiet_lm_eval():
         for files in configs.values():
             write_configs(Path(tmp), files)
@@ -210,6 +211,7 @@ def _run(
             results = lm_evaluate(lm=lm, task_dict=loaded, log_samples=True)
         finally:
             model.train(was_training)
+            model.config.use_cache = used_cache
     return {name: {"rows": _rows(name, results), "questions": _questions(name, results)} for name in configs}
 
 
