@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.transforms import offset_copy
 
 from ..errors import InvalidInputError
 from ..lens import LogitLens
@@ -29,6 +30,7 @@ DPI = 150
 WIDTH = 6.5
 HEIGHT = 3.4
 PANEL_HEIGHT = 2.8
+DODGE_PT = 4.0  # the horizontal step between the series of one panel (`metric_vs_fraction`)
 MIN_FONT_PT = 9.0  # the smallest legend or tick label a page may show, at its width (`pages.check_pages`)
 FONT_KEY = "layerprune-fonts"  # the PNG text chunk of the font record: {"dpi": ..., "smallest_pt": ...}
 RC: dict[str, Any] = {
@@ -333,27 +335,31 @@ def metric_vs_fraction(
     before healing and dashed after; the unpruned model (strategy "none", fraction 0) starts every line, and a
     series of one point is a marker alone. Rows without a "stage" are not healed. `error` names a standard-error
     column (95% error bars: `Z95` standard errors either side), `chance` draws the chance level and `unpruned`
-    the unpruned model's value as dotted lines."""
+    the unpruned model's value as dotted lines. Each series is set `DODGE_PT` points apart from the next,
+    horizontally, so that points at the same fraction do not hide one another."""
     figure, ax = _axes(ax)
     baseline = [row for row in rows if row["strategy"] == "none"]
     strategies = [s for s in dict.fromkeys(row["strategy"] for row in rows) if s != "none"]
-    for strategy in strategies:
-        for stage in STAGES:
-            own = [r for r in rows if r["strategy"] == strategy and r.get("stage", "pruned") == stage]
-            if not own:
-                continue
-            look = strategy_look(strategy, stage)
-            if len(own) == 1:  # one point: a line from the unpruned model would draw values nobody measured
-                points, look = own, look | {"linestyle": "none"}
-            else:
-                points = sorted(baseline + own, key=lambda r: r["fraction"])
-            ax.errorbar(
-                [p["fraction"] for p in points],
-                [p[value] for p in points],
-                yerr=[Z95 * _number(p[error]) for p in points] if error else None,
-                label=f"{strategy}, {STAGES[stage][1]}",
-                **look,
-            )
+    series = [
+        (strategy, stage, own)
+        for strategy in strategies
+        for stage in STAGES
+        if (own := [r for r in rows if r["strategy"] == strategy and r.get("stage", "pruned") == stage])
+    ]
+    for index, (strategy, stage, own) in enumerate(series):
+        look = strategy_look(strategy, stage)
+        shift = (index - (len(series) - 1) / 2) * DODGE_PT
+        look["transform"] = offset_copy(ax.transData, fig=figure, x=shift, units="points")
+        if len(own) == 1:  # one point: a line from the unpruned model would draw values nobody measured
+            points, look = own, look | {"linestyle": "none"}
+        else:
+            points = sorted(baseline + own, key=lambda r: r["fraction"])
+        x, y = [p["fraction"] for p in points], [p[value] for p in points]
+        spread = [Z95 * _number(p[error]) for p in points] if error else None
+        ax.errorbar(x, y, yerr=spread, label=f"{strategy}, {STAGES[stage][1]}", **look)
+        low, high = np.subtract(y, spread or 0), np.add(y, spread or 0)  # the shifted lines do not scale the axes
+        ax.update_datalim(np.column_stack([x + x, np.concatenate([low, high])]))
+    ax.autoscale_view()
     if unpruned is not None:
         ax.axhline(unpruned, color="#000000", linestyle=":", linewidth=1.5, label=f"unpruned ({unpruned:.3g})")
     if chance is not None:
