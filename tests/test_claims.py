@@ -81,7 +81,8 @@ def test_plateau_then_collapse_is_held_and_an_immediate_drop_is_not(tmp_path):
     sweep = _sweep({0.0: 0.55, 0.1: 0.54, 0.2: 0.53, 0.3: 0.26, 0.4: 0.25})
     found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, {0.3, 0.4})})
     verdict = found[("c", MODEL)]
-    assert verdict.verdict == claims.HELD and "up to 20%" in verdict.evidence and "from 30%" in verdict.evidence
+    assert verdict.verdict == claims.HELD and "up to 20%" in verdict.evidence
+    assert "first at chance at 30%" in verdict.evidence
     assert claims.collapse_point(sweep, _comparisons(sweep, {0.3, 0.4}), "mmlu") == (0.2, 0.3)
     found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": _comparisons(sweep, {0.1, 0.2, 0.3, 0.4})})
     verdict = found[("c", MODEL)]
@@ -104,7 +105,7 @@ def test_larger_models_hold_longer_on_the_ladder(tmp_path):
     )
     found = _write(tmp_path, **{"05_across_models": ladder, "05_comparisons": comparisons})
     assert found[("f", "all")].verdict == claims.HELD
-    assert "small (100M) at chance from 10%" in found[("f", "all")].evidence
+    assert "small (100M) first at chance at 10%" in found[("f", "all")].evidence
     swapped = ladder.assign(parameters=ladder["parameters"].iloc[::-1].to_numpy())
     assert _write(tmp_path, **{"05_across_models": swapped})[("f", "all")].verdict == claims.NOT_HELD
 
@@ -141,6 +142,22 @@ def test_healing_and_strategies(tmp_path):
     assert found[("e", MODEL)].evidence.count("(both healed models at chance") == 1  # at 40% (0.26 of 400)
     found = _write(tmp_path, **{"04_comparisons": healed_pair(-0.2, -0.1)})
     assert found[("e", MODEL)].verdict == claims.PARTLY  # healed, the heuristic stays resolved below
+    last_better = _versus_similarity(healed_pair(-0.04, 0.03), "pruned", 0.02, 0.09)
+    found = _write(tmp_path, **{"04_comparisons": last_better})
+    assert "20%: loss of last - similarity = +1.30 nats before healing (mmlu +0.055 [+0.020, +0.090])" in (
+        found[("e", MODEL)].evidence
+    )
+    assert found[("e", MODEL)].verdict == claims.PARTLY  # lower loss, but resolved worse on QA before healing
+
+
+def _versus_similarity(comparisons: pd.DataFrame, stage: str, low: float, high: float) -> pd.DataFrame:
+    """`comparisons` with last against the similarity block at 20% and 40% at `stage`."""
+    rows = [
+        {"model": MODEL, "task": "mmlu", "fraction": f, "strategy": "last", "stage": stage, "versus": "similarity",
+         "difference": (low + high) / 2, "low": low, "high": high}
+        for f in (0.2, 0.4)
+    ]  # fmt: skip
+    return pd.concat([comparisons, pd.DataFrame(rows)], ignore_index=True)
 
 
 @pytest.mark.parametrize("flip", [False, True])
@@ -162,6 +179,19 @@ def test_prose_states_what_the_tables_hold():
     comparisons = _comparisons(sweep, {0.2})
     headline = prose.headline(sweep[sweep["stage"] == "pruned"], comparisons, "mmlu", ["similarity"])
     assert "scores 0.550 [" in headline and "up to 10%" in headline and "reaches chance" not in headline
+    dip = _sweep({0.0: 0.55, 0.1: 0.54, 0.2: 0.26, 0.3: 0.40})
+    text = prose.headline(dip[dip["strategy"] != "last"], _comparisons(dip, {0.2}), "mmlu", ["similarity"])
+    assert "first reaches chance at 20% removed, but is above chance again at 30% (0.400 [0.353, 0.449])" in text
+    both = prose.headline(
+        sweep.assign(n=(sweep["fraction"] * 10).astype(int)),
+        _versus_similarity(comparisons, "pruned", -0.12, -0.02),
+        "mmlu",
+        ["similarity", "last"],
+    )
+    assert both.endswith(
+        "Against the similarity block at the same number of layers, last scores 2 layers -0.070 [-0.120, -0.020], "
+        "resolved."
+    )
     healed = prose.healing(sweep, comparisons, "mmlu")
     assert "similarity, 20%: loss 3.80 -> 3.30 nats healed (unpruned 3.00); mmlu 0.300 -> 0.330" in healed
     assert prose.healing(sweep[sweep["stage"] == "pruned"], comparisons, "mmlu") == ""

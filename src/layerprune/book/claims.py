@@ -211,7 +211,7 @@ def _collapse(tables: _Tables, model: str) -> tuple[str, str, str]:
         f"{task}: {base[task]:.3f} unpruned ({int(base[f'{task} n'])} questions, chance {base[f'{task} chance']:.2f}); "
         + ("no fraction removed keeps it (every one is resolved below it, paired)" if plateau is None
            else f"not resolved below it up to {plateau:.0%} removed")
-        + ("; it never reaches chance in the grid" if collapse is None else f"; at chance from {collapse:.0%}")
+        + ("; it never reaches chance in the grid" if collapse is None else f"; first at chance at {collapse:.0%}")
     )  # fmt: skip
     if plateau is not None and collapse is not None and collapse > plateau:
         return HELD, evidence, _figure(rows)
@@ -261,8 +261,11 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
         if ("similarity", "pruned") not in loss or ("last", "pruned") not in loss:
             continue
         gap = loss[("last", "pruned")] - loss[("similarity", "pruned")]
-        before_wins.append(gap > 0)
         text = f"{fraction:.0%}: loss of last - similarity = {gap:+.2f} nats before healing"
+        before = paired_comparison(comparisons, task, fraction, "last", "pruned", "similarity")
+        if before is not None:
+            text += f" ({task} {before['difference']:+.3f} [{before['low']:+.3f}, {before['high']:+.3f}])"
+        before_wins.append(gap > 0 and (before is None or before["low"] <= 0))  # QA not resolved for last
         if ("similarity", "healed") in loss and ("last", "healed") in loss:
             text += f", {loss[('last', 'healed')] - loss[('similarity', 'healed')]:+.2f} after"
             healed = paired_comparison(comparisons, task, fraction, "last", "healed", "similarity")
@@ -318,7 +321,7 @@ def _size_ladder(tables: _Tables) -> tuple[str, str, str]:
         points.append((int(_unpruned(rows)["parameters"]), model, collapse))
     points.sort()
     evidence = f"{task}: " + "; ".join(
-        f"{model} ({size / 1e6:.0f}M) " + ("no collapse in the grid" if c is None else f"at chance from {c:.0%}")
+        f"{model} ({size / 1e6:.0f}M) " + ("no collapse in the grid" if c is None else f"first at chance at {c:.0%}")
         for size, model, c in points
     )
     ends = [1.0 if c is None else c for *_, c in points]

@@ -88,7 +88,8 @@ def selection(losses: pd.DataFrame, unpruned: float) -> str:
 
 
 def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategies: Sequence[str]) -> str:
-    """The unpruned accuracy, how long it holds and where it reaches chance, per strategy."""
+    """The unpruned accuracy, how long it holds and where it reaches chance, per strategy, and each other strategy
+    against the similarity block on the same questions (`comparisons`: `grid.comparisons`)."""
     base = table[table["strategy"] == "none"].iloc[0]
     above = "not resolved above" if reaches_chance(base, task) else "resolved above"
     lines = [
@@ -105,10 +106,38 @@ def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategi
         end = (
             "it stays above chance at every fraction tried"
             if collapse is None
-            else f"its interval reaches chance from {_pct(collapse)} removed"
+            else f"its interval first reaches chance at {_pct(collapse)} removed"
+            + _above_again(table, task, strategy, collapse)
         )
         lines.append(f"Removing the {strategy} block, {held} (paired test), and {end}.")
-    return " ".join(lines)
+    lines += [_against_similarity(table, comparisons, task, s) for s in strategies if s != "similarity"]
+    return " ".join(line for line in lines if line)
+
+
+def _above_again(table: pd.DataFrame, task: str, strategy: str, collapse: float) -> str:
+    """', above chance again at ...' for the points past the collapse whose interval clears chance."""
+    rows = table[(table["strategy"] == strategy) & (table["stage"] == "pruned") & (table["fraction"] > collapse)]
+    again = [
+        f"{_pct(row['fraction'])} ({_accuracy(row, task)})"
+        for _, row in rows.iterrows()
+        if not reaches_chance(row, task)
+    ]
+    return f", but is above chance again at {', '.join(again)}" if again else ""
+
+
+def _against_similarity(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategy: str) -> str:
+    """A strategy against the similarity block at each number of layers both removed, before healing."""
+    parts = []
+    for row in table[(table["strategy"] == strategy) & (table["stage"] == "pruned")].itertuples():
+        paired = paired_comparison(comparisons, task, row.fraction, strategy, "pruned", "similarity")
+        if paired is not None:
+            verdict = "resolved" if paired["high"] < 0 or paired["low"] > 0 else "not resolved"
+            parts.append(
+                f"{row.n} layers {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], {verdict}"
+            )
+    if not parts:
+        return ""
+    return f"Against the similarity block at the same number of layers, {strategy} scores " + "; ".join(parts) + "."
 
 
 def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) -> str:
@@ -168,7 +197,7 @@ def ladder(results: pd.DataFrame, comparisons: pd.DataFrame, task: str) -> str:
         base = rows[rows["strategy"] == "none"].iloc[0]
         plateau, collapse = collapse_point(rows, comparisons[comparisons["model"] == model], task)
         held = "no fraction keeps it" if plateau is None else f"kept up to {_pct(plateau)}"
-        end = "above chance throughout" if collapse is None else f"at chance from {_pct(collapse)}"
+        end = "above chance throughout" if collapse is None else f"first at chance at {_pct(collapse)}"
         parts.append(f"{model}: {_accuracy(base, task)} unpruned, {held} (paired test), {end}")
     return f"On {task}: " + "; ".join(parts) + "."
 
