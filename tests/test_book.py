@@ -133,5 +133,5 @@ def test_the_default_profile_says_what_it_will_cost_before_it_starts(monkeypatch
     monkeypatch.setattr(machine, "native_bf16_cpu", lambda: native)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     note = book.budget_note("default")
-    assert ("1.5 hours" in note) if native else ("3 to 6 hours" in note and "PROFILE=smoke" in note)
+    assert ("75 minutes" in note) if native else ("2.5 to 5.0 hours" in note and "PROFILE=smoke" in note)
     assert book.budget_note("smoke") == "[book] profile smoke"

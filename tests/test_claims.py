@@ -189,8 +189,8 @@ def test_prose_states_what_the_tables_hold():
         ["similarity", "last"],
     )
     assert both.endswith(
-        "Against the similarity block at the same number of layers, last scores 2 layers -0.070 [-0.120, -0.020], "
-        "resolved."
+        "On the same questions, last minus the similarity block, at the same number of layers removed: 2 layers "
+        "-0.070 [-0.120, -0.020], resolved."
     )
     healed = prose.healing(sweep, comparisons, "mmlu")
     assert "similarity, 20%: loss 3.80 -> 3.30 nats healed (unpruned 3.00); mmlu 0.300 -> 0.330" in healed
@@ -201,3 +201,10 @@ def test_prose_states_what_the_tables_hold():
     assert prose.selection(losses, 3.0) == (
         "Unpruned: 3.00 nats. 20% removed: similarity lowest (4.00 nats), random 6.00 ± 1.41 over 2 seeds."
     )
+
+
+def test_a_curve_that_rises_above_chance_after_its_collapse_says_so(tmp_path):
+    dip = _sweep({0.0: 0.55, 0.1: 0.54, 0.2: 0.26, 0.3: 0.40, 0.4: 0.25})
+    found = _write(tmp_path, **{"04_results": dip, "04_comparisons": _comparisons(dip, {0.2, 0.3, 0.4})})
+    evidence = found[("c", MODEL)].evidence
+    assert "first at chance at 20%; above chance again at 30%" in evidence and "40%" not in evidence

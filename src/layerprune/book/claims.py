@@ -199,6 +199,13 @@ def collapse_point(
     return plateau, collapse
 
 
+def above_chance_again(rows: pd.DataFrame, task: str, collapse: float, strategy: str = "similarity") -> pd.DataFrame:
+    """The points of a strategy's curve before healing, past its collapse, whose 95% interval clears chance again."""
+    later = _curve(rows, strategy)
+    later = later[(later["strategy"] == strategy) & (later["fraction"] > collapse)]
+    return later[[not reaches_chance(row, task) for _, row in later.iterrows()]]
+
+
 def _collapse(tables: _Tables, model: str) -> tuple[str, str, str]:
     rows = _of(tables.sweeps(), model)
     task = _qa_task(rows) if not rows.empty else None
@@ -213,6 +220,9 @@ def _collapse(tables: _Tables, model: str) -> tuple[str, str, str]:
            else f"not resolved below it up to {plateau:.0%} removed")
         + ("; it never reaches chance in the grid" if collapse is None else f"; first at chance at {collapse:.0%}")
     )  # fmt: skip
+    again = above_chance_again(rows, task, collapse) if collapse is not None else rows.iloc[0:0]
+    if not again.empty:
+        evidence += "; above chance again at " + ", ".join(f"{f:.0%}" for f in again["fraction"])
     if plateau is not None and collapse is not None and collapse > plateau:
         return HELD, evidence, _figure(rows)
     return (PARTLY if collapse is not None else NOT_HELD), evidence, _figure(rows)

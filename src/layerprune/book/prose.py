@@ -9,7 +9,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .claims import DEEP, accuracy_interval, collapse_point, largest_deep_change, paired_comparison, reaches_chance
+from .claims import (
+    DEEP,
+    above_chance_again,
+    accuracy_interval,
+    collapse_point,
+    largest_deep_change,
+    paired_comparison,
+    reaches_chance,
+)
 
 
 def _pct(fraction: float) -> str:
@@ -115,14 +123,10 @@ def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategi
 
 
 def _above_again(table: pd.DataFrame, task: str, strategy: str, collapse: float) -> str:
-    """', above chance again at ...' for the points past the collapse whose interval clears chance."""
-    rows = table[(table["strategy"] == strategy) & (table["stage"] == "pruned") & (table["fraction"] > collapse)]
-    again = [
-        f"{_pct(row['fraction'])} ({_accuracy(row, task)})"
-        for _, row in rows.iterrows()
-        if not reaches_chance(row, task)
-    ]
-    return f", but is above chance again at {', '.join(again)}" if again else ""
+    """', but is above chance again at ...' for the points past the collapse whose interval clears chance."""
+    again = above_chance_again(table, task, collapse, strategy)
+    points = [f"{_pct(row['fraction'])} ({_accuracy(row, task)})" for _, row in again.iterrows()]
+    return f", but is above chance again at {', '.join(points)}" if points else ""
 
 
 def _against_similarity(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategy: str) -> str:
@@ -137,7 +141,8 @@ def _against_similarity(table: pd.DataFrame, comparisons: pd.DataFrame, task: st
             )
     if not parts:
         return ""
-    return f"Against the similarity block at the same number of layers, {strategy} scores " + "; ".join(parts) + "."
+    lead = f"On the same questions, {strategy} minus the similarity block, at the same number of layers removed: "
+    return lead + "; ".join(parts) + "."
 
 
 def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) -> str:

@@ -212,8 +212,8 @@ def run_book(
     return run
 
 
-COLD_HOURS_BF16 = 1.5
-"""The default profile's cold build, measured in parts on a 2-core AMD EPYC with AVX512-BF16 (README)."""
+COLD_MINUTES_BF16 = 75
+"""The default profile's cold build, measured in one go on a 2-core AMD EPYC with AVX512-BF16, no AMX (README)."""
 
 
 def budget_note(profile: str) -> str:
@@ -226,13 +226,14 @@ def budget_note(profile: str) -> str:
         return f"[book] profile {profile}"
     if native_bf16_cpu():
         return (
-            f"[book] profile default on a CPU with native bfloat16: a cold build took about {COLD_HOURS_BF16} hours "
-            "on 2 cores without AMX (README), a few minutes once cached; needs 24 GB of memory"
+            f"[book] profile default on a CPU with native bfloat16: a cold build took {COLD_MINUTES_BF16} minutes on 2 "
+            "cores without AMX (README), seconds once built, minutes once cached; needs 24 GB of memory"
         )
     return (
         "[book] profile default on a CPU WITHOUT native bfloat16: the models run in float32 (emulated bfloat16 is "
-        f"slower still), 2 to 4 times slower than bf16: expect {2 * COLD_HOURS_BF16:g} to {4 * COLD_HOURS_BF16:g} "
-        "hours cold on 2 cores; `make book PROFILE=smoke` (a tiny random model, minutes) shows every chapter quickly"
+        f"slower still), 2 to 4 times slower than bf16: expect {2 * COLD_MINUTES_BF16 / 60:.1f} to "
+        f"{4 * COLD_MINUTES_BF16 / 60:.1f} hours cold on 2 cores; `make book PROFILE=smoke` (a tiny random model, "
+        "minutes) shows every chapter quickly"
     )
 
 
