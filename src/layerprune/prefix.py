@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -125,9 +125,13 @@ def _begin(span: _Pass, args: tuple, kwargs: dict[str, Any]) -> None:
 
 
 def _feed(digest: xxhash.xxh3_64, name: str, value: Any) -> None:
-    """Feed one argument of a layer into the key: tensors by value, tuples item by item, the rest by repr."""
+    """Feed one argument of a layer into the key: tensors by value, tuples and mappings item by item, the rest by
+    repr."""
     if isinstance(value, torch.Tensor):
         hash_tensor(digest, value, name)
+    elif isinstance(value, Mapping):
+        for key in sorted(value, key=str):
+            _feed(digest, f"{name}.{key}", value[key])
     elif isinstance(value, tuple | list):
         for index, item in enumerate(value):
             _feed(digest, f"{name}.{index}", item)

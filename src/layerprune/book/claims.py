@@ -287,7 +287,7 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
                 if all(reaches_chance(row, task) for _, row in at[at["stage"] == "healed"].iterrows()):
                     text += " (both healed models at chance: meeting there says nothing)"
                 else:
-                    meets.append(healed["low"] <= 0 <= healed["high"])
+                    meets.append(not excludes_zero(healed))
         parts.append(text)
     evidence = "; ".join(parts)
     beats = bool(before_wins) and all(before_wins)
@@ -295,6 +295,11 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
         untested = "; 'they meet' is untested (no healed pair above chance on QA)"
         return (PARTLY if beats else NOT_HELD), evidence + untested, _figure(rows)
     return (HELD if beats and all(meets) else PARTLY if beats or any(meets) else NOT_HELD), evidence, _figure(rows)
+
+
+def excludes_zero(comparison: pd.Series) -> bool:
+    """Whether a paired comparison's 95% interval (columns "low" and "high") excludes 0: a resolved difference."""
+    return comparison["low"] > 0 or comparison["high"] < 0
 
 
 def paired_comparison(

@@ -14,6 +14,7 @@ from .claims import (
     above_chance_again,
     accuracy_interval,
     collapse_point,
+    excludes_zero,
     largest_deep_change,
     paired_comparison,
     reaches_chance,
@@ -135,7 +136,7 @@ def _against_similarity(table: pd.DataFrame, comparisons: pd.DataFrame, task: st
     for row in table[(table["strategy"] == strategy) & (table["stage"] == "pruned")].itertuples():
         paired = paired_comparison(comparisons, task, row.fraction, strategy, "pruned", "similarity")
         if paired is not None:
-            verdict = "resolved" if paired["high"] < 0 or paired["low"] > 0 else "not resolved"
+            verdict = "resolved" if excludes_zero(paired) else "not resolved"
             parts.append(
                 f"{row.n} layers {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], {verdict}"
             )
