@@ -1,6 +1,7 @@
-"""The book's wall time: `layerprune book` (execute every chapter, build the HTML) run twice in a copy of the
-book's sources with a fresh LAYERPRUNE_CACHE: cold (no result cached, no model converted) then warm (the same
-cache). The downloaded wheels are linked into the fresh cache, so no download time is counted.
+"""The book's wall time and memory: `layerprune book` (execute every chapter, build the HTML) run twice in a copy of
+the book's sources with a fresh LAYERPRUNE_CACHE: cold (no result cached, no model converted) then warm (the same
+cache). The downloaded wheels are linked into the fresh cache, so no download time is counted. Seconds and the
+kernel's peak memory per chapter come from the record the runner writes (`layerprune.book.runner.RUN_RECORD`).
 
 --model runs every chapter on that model instead of the profile's. The smoke profile (tiny model) takes a few
 minutes; the default profile about 25 minutes cold on a 2-core CPU: `python bench/book.py --profile default`."""
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -21,12 +21,12 @@ from pathlib import Path
 import _common
 
 from layerprune.book import PROFILES
+from layerprune.book.runner import BookRun as Record
 from layerprune.cache import cache_root
 from layerprune.speed import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("_config.yml", "_toc.yml", "notebooks", "book")
-CHAPTER_LINE = re.compile(r"^\[book\] (\S+)\.ipynb: ([\d.]+) s$", re.MULTILINE)
 
 
 def copy_sources(work: Path) -> None:
@@ -50,15 +50,13 @@ def fresh_cache(cache: Path) -> None:
 
 @dataclass
 class BookRun:
-    """One `layerprune book`: wall seconds, exit code, and its output."""
+    """One `layerprune book`: wall seconds, exit code, its output, and the runner's record of it (None if it failed
+    before writing one)."""
 
     seconds: float
     code: int
     output: str
-
-    def chapters(self) -> dict[str, float]:
-        """Seconds per executed chapter, as the book runner reports them ("[book] NN_name.ipynb: S s")."""
-        return {name: float(seconds) for name, seconds in CHAPTER_LINE.findall(self.output)}
+    record: Record | None
 
 
 def run_book(work: Path, cache: Path, profile: str, model: str | None) -> BookRun:
@@ -68,14 +66,22 @@ def run_book(work: Path, cache: Path, profile: str, model: str | None) -> BookRu
     env = os.environ | {"LAYERPRUNE_CACHE": str(cache)}
     started = time.perf_counter()
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, check=False)
-    return BookRun(time.perf_counter() - started, done.returncode, done.stdout + done.stderr)
+    seconds = time.perf_counter() - started
+    record = Record.load(work) if done.returncode == 0 else None
+    return BookRun(seconds, done.returncode, done.stdout + done.stderr, record)
 
 
 def report(cold: BookRun, warm: BookRun, profile: str) -> Report:
-    """Seconds per chapter and in all, cold and warm; "rest" is everything else (start-up, the HTML build)."""
-    cold_chapters, warm_chapters = cold.chapters(), warm.chapters()
+    """Seconds per chapter and in all, cold and warm, and each chapter's peak memory cold; "rest" is everything
+    else (start-up, the HTML build)."""
+    cold_chapters, warm_chapters = cold.record.executed, warm.record.executed
     rows = [
-        {"part": name, "cold s": cold_chapters[name], "warm s": warm_chapters.get(name, math.nan)}
+        {
+            "part": name,
+            "cold s": cold_chapters[name],
+            "warm s": warm_chapters.get(name, math.nan),
+            "cold peak GiB": cold.record.peak_mib[name] / 1024,
+        }
         for name in cold_chapters
     ]
     rows.append(
@@ -104,11 +110,11 @@ def main() -> None:
         for name in ("cold", "warm"):
             runs.append(run_book(work, cache, args.profile, args.model))
             print(f"{name}: {runs[-1].seconds:.1f} s, exit code {runs[-1].code}", flush=True)
-        _common.show(report(*runs, args.profile))
         failed = [run for run in runs if run.code]
         if failed:
             print(f"the book failed; the end of its output:\n{failed[0].output[-4000:]}", flush=True)
             sys.exit(1)
+        _common.show(report(*runs, args.profile))
 
 
 if __name__ == "__main__":

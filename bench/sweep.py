@@ -1,4 +1,4 @@
-"""A pruning sweep (held-out loss and lm-eval accuracy of the pruned models, `book.grid.sweep`) with shared
+"""A pruning sweep (held-out loss and lm-eval accuracy of the pruned models, `study.sweep`) with shared
 prefixes, where each pruned model starts from the unpruned model's state at its block, against the same sweep
 running every layer of every model; each round in an empty cache, so that both compute everything. The two must
 give identical rows."""
@@ -11,11 +11,11 @@ import tempfile
 import _common
 
 import layerprune as lp
-from layerprune.book import grid
+from layerprune.adapters import model_device
 from layerprune.cache import CACHE_ENV
-from layerprune.cached_results import cached_profile
-from layerprune.loss import model_device
 from layerprune.speed import Check, Report, paired_ratio, rounds, timed
+from layerprune.study import sweeps as grid
+from layerprune.study.steps import cached_profile
 
 
 def main() -> None:

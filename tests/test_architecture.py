@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,10 +25,11 @@ LAYERS = {
     "adapters": 2, "assets": 2, "tiny": 2,
     "models": 3, "data": 3,
     "similarity": 4, "selection": 4, "surgery": 4, "loss": 4, "lens": 4, "prefix": 4,
-    "healing": 5, "evaluation": 5, "cached_results": 5,
-    "speed": 6,
-    "book": 7, "course": 7,
-    "cli": 8, "heal_distributed": 8,
+    "healing": 5, "evaluation": 5,
+    "study": 6,
+    "speed": 7,
+    "book": 8, "course": 8,
+    "cli": 9,
 }  # fmt: skip
 
 
@@ -117,3 +119,24 @@ def test_the_provenance_table_shows_no_path_of_the_machine(tmp_path):
     shown = provenance.shown_value(str(tmp_path / "results" / "default"), tmp_path)
     assert shown == "results/default"
     assert provenance.shown_value("/somewhere/else/results", tmp_path) == "results"
+
+
+def test_the_architecture_tree_names_every_module_and_only_those():
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    block = text.split("```\nsrc/layerprune/\n", 1)[1].split("```", 1)[0]
+    top, sections, current = "", {}, None
+    for line in block.splitlines():
+        package = re.match(r"  (\w+)/\s", line)
+        if package:
+            current = package.group(1)
+            sections[current] = line
+        elif line.startswith("    ") and current:
+            sections[current] += line
+        else:
+            current, top = None, top + line
+    assert set(re.findall(r"\b(\w+)\.py\b", top)) == {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert set(sections) == packages
+    for package, described in sections.items():
+        modules = {p.stem for p in (PACKAGE / package).glob("*.py")} - {"__init__"}
+        assert modules <= set(re.findall(r"\w+", described)), (package, modules - set(re.findall(r"\w+", described)))

@@ -41,6 +41,12 @@ def test_every_chapter_executes_and_the_strict_build_succeeds(smoke_book):
         assert not errors, chapter
         assert (work / "_build" / "html" / "book" / "generated" / f"{chapter}.html").is_file()
     assert (work / "_build" / "html" / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    recorded = book.BookRun.load(work)
+    assert recorded.executed == run.executed and recorded.profile == "smoke" and "tiny-llama" in recorded.models
+    for page in (work / "_build" / "html").rglob("*.html"):
+        if page.name != "search.html" and "_static" not in page.parts:
+            assert "Built with the smoke profile on tiny-llama" in page.read_text(), page
+    assert all(0 < recorded.peak_mib[chapter] < 64 * 1024 for chapter in run.executed)
 
 
 def test_a_rerun_reuses_every_unchanged_chapter_and_builds_the_same_pages(smoke_book):
@@ -132,6 +138,18 @@ def test_the_default_profile_says_what_it_will_cost_before_it_starts(monkeypatch
 
     monkeypatch.setattr(machine, "native_bf16_cpu", lambda: native)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    measured = book.measured_budget("default")
+    minutes = measured["cold_minutes"]
     note = book.budget_note("default")
-    assert ("75 minutes" in note) if native else ("2.5 to 5.0 hours" in note and "PROFILE=smoke" in note)
+    if native:
+        assert f"{minutes} minutes" in note and f"{measured['peak_gb']} GB" in note
+    else:
+        assert f"{2 * minutes / 60:.1f} to {4 * minutes / 60:.1f} hours" in note and "PROFILE=smoke" in note
     assert book.budget_note("smoke") == "[book] profile smoke"
+
+
+def test_the_readme_gives_the_measured_budget_of_the_default_book():
+    measured = book.measured_budget("default")
+    readme = (ROOT / "README.md").read_text()
+    hours, minutes = divmod(measured["cold_minutes"], 60)
+    assert f"{hours} h {minutes} min" in readme and f"{measured['peak_gb']} GB" in readme

@@ -2,11 +2,11 @@ import json
 
 import torch
 
-from layerprune.book.experiments import cached_generations, pruned_losses
 from layerprune.cache import cache_root, cached, decode_records, encode_records, tensor_digest
 from layerprune.evaluation.generation import greedy_generate
 from layerprune.loss import heldout_loss
 from layerprune.similarity import profile_distances
+from layerprune.study.steps import cached_generations, pruned_losses
 from layerprune.surgery import prune
 from layerprune.tiny import byte_tokenizer, tiny_model
 

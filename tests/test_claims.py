@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from layerprune.book import claims, prose
+from layerprune.book import prose
+from layerprune.study import claims
 
 MODEL = "m"
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import layerprune as lp
-from layerprune.book import grid
-from layerprune.cached_results import cached_profile
+from layerprune.study import sweeps as grid
+from layerprune.study.steps import cached_profile
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_comparisons_pair_each_row_with_its_references(swept):
 
 
 def test_random_draws_are_averaged_per_fraction():
-    from layerprune.book.experiments import mean_over_seeds
+    from layerprune.study.steps import mean_over_seeds
 
     rows = [
         {"fraction": 0.2, "n": 2, "strategy": "similarity", "seed": 0, "loss": 4.0},

@@ -334,9 +334,9 @@ def test_two_processes_heal_like_one(model_and_corpus, tmp_path):
     common += ("--block-size", "32", "--eval-blocks", "4", "--dropout", "0")
     launch = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--multi_gpu"]
     launch += ["--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    command = [*launch, "-m", "layerprune.heal_distributed", *common, "--out", str(tmp_path / "two")]
+    command = [*launch, "-m", "layerprune.healing.distributed", *common, "--out", str(tmp_path / "two")]
     subprocess.run(command, check=True, timeout=300, capture_output=True)
-    from layerprune.heal_distributed import main
+    from layerprune.healing.distributed import main
 
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     two, one = (json.loads((tmp_path / name / "heal.json").read_text()) for name in ("two", "one"))

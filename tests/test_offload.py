@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import layerprune as lp
+from layerprune.adapters import model_device
 from layerprune.errors import InvalidInputError
 from layerprune.evaluation.generation import greedy_generate
-from layerprune.loss import model_device
 
 NAME = "tiny-llama"  # 8 layers, hidden 64, untied head
 

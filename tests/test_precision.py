@@ -38,12 +38,6 @@ def _agreement(corpus: str, dtypes: tuple[str, str]) -> dict[str, dict]:
     return {row["measure"]: row for row in rows}
 
 
-def test_mcnemar_exact_p():
-    assert speed.mcnemar_p(0, 0) == 1.0 and speed.mcnemar_p(3, 3) == 1.0
-    assert speed.mcnemar_p(0, 5) == pytest.approx(2 / 32)
-    assert speed.mcnemar_p(9, 1) == speed.mcnemar_p(1, 9) == pytest.approx(2 * 11 / 1024)
-
-
 def test_goals_that_apply():
     def goals(model: str, forward: float, peak: float, amx: bool, native: bool) -> list:
         return speed.precision_checks(model, forward, peak, amx=amx, native_bf16=native)

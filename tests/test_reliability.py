@@ -28,7 +28,6 @@ import layerprune as lp
 from layerprune import assets, cli
 from layerprune.book import runner as book
 from layerprune.cache import MANIFEST, atomic_dir, cached, is_complete, stable_hash, write_json_atomic
-from layerprune.cached_results import cached_profile
 from layerprune.errors import (
     ChapterError,
     InvalidInputError,
@@ -37,6 +36,8 @@ from layerprune.errors import (
     UnsupportedArchitectureError,
 )
 from layerprune.evaluation import evaluate
+from layerprune.study import files
+from layerprune.study.steps import cached_profile
 from layerprune.tiny import byte_tokenizer, tiny_model, tiny_model_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +45,7 @@ LAYERPRUNE = Path(sys.executable).with_name("layerprune")
 LAYERS = 4
 SMALL = ["--block-size", "16", "--max-blocks", "3", "--batch-size", "2"]
 # Result files that are measurements by nature (wall-clock timings, memory use): left out of the byte comparison.
-TIMINGS = frozenset({"04_speed.csv", "06_profiling.csv", "06_memory.csv", "06_inference.csv", "06_precision.csv"})
+TIMINGS = files.TIMINGS
 TEMPORARY = re.compile(r"^\..*\.tmp")  # what atomic_file / atomic_dir write before the rename
 
 

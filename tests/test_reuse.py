@@ -1,5 +1,5 @@
-"""Reusing an executed chapter: what its fingerprint depends on, and that a changed or missing result file, an
-earlier chapter's changed result or a changed notebook makes it run again."""
+"""Reusing an executed chapter: what its fingerprint depends on, and that a changed or missing result file, a
+changed result of a chapter it reads or a changed notebook makes it run again."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from layerprune.book import reuse
 
 ENV = reuse.environment()
+READS = ("01_earlier",)  # the chapters the test chapter reads
 
 
 @pytest.fixture
@@ -28,7 +29,7 @@ def chapter(tmp_path: Path) -> tuple[Path, Path, Path]:
 def executed(chapter: tuple[Path, Path, Path], parameters: dict) -> str:
     """Run the 'chapter': copy the notebook and write one result file, as the runner records it."""
     notebook, output, results = chapter
-    stamp = reuse.fingerprint(notebook, parameters, results, ENV)
+    stamp = reuse.fingerprint(notebook, parameters, results, ENV, READS)
     before = reuse.snapshot(results)
     output.write_text(notebook.read_text())
     (results / "02_mine.csv").write_text("b\n2\n")
@@ -42,8 +43,8 @@ def executed(chapter: tuple[Path, Path, Path], parameters: dict) -> str:
 def test_an_unchanged_chapter_is_reused(chapter):
     notebook, output, results = chapter
     stamp = executed(chapter, {"n": 1})
-    assert reuse.reusable(output, reuse.fingerprint(notebook, {"n": 1}, results, ENV), results)
-    assert reuse.fingerprint(notebook, {"n": 1}, results, ENV) == stamp
+    assert reuse.reusable(output, reuse.fingerprint(notebook, {"n": 1}, results, ENV, READS), results)
+    assert reuse.fingerprint(notebook, {"n": 1}, results, ENV, READS) == stamp
 
 
 @pytest.mark.parametrize(
@@ -73,11 +74,34 @@ def test_any_change_runs_it_again(chapter, change):
     if change == "no record":
         output.write_text(notebook.read_text())
     shared = ENV + "x" if change == "environment" else ENV  # a package file or the machine changed
-    assert not reuse.reusable(output, reuse.fingerprint(notebook, parameters, results, shared), results)
+    assert not reuse.reusable(output, reuse.fingerprint(notebook, parameters, results, shared, READS), results)
 
 
-def test_later_chapters_results_do_not_count(chapter):
+def test_only_the_chapters_it_reads_count(chapter):
     notebook, _, results = chapter
-    stamp = reuse.fingerprint(notebook, {}, results, ENV)
+    stamp = reuse.fingerprint(notebook, {}, results, ENV, READS)
     (results / "07_later.csv").write_text("c\n")
-    assert reuse.fingerprint(notebook, {}, results, ENV) == stamp
+    (results / "00_other.csv").write_text("d\n")
+    assert reuse.fingerprint(notebook, {}, results, ENV, READS) == stamp
+    alone = reuse.fingerprint(notebook, {}, results, ENV)
+    (results / "01_earlier.csv").write_text("a\n9\n")
+    assert reuse.fingerprint(notebook, {}, results, ENV) == alone  # a chapter that reads nothing is not stale
+
+
+def test_the_claims_chapter_declares_every_chapter_whose_files_its_ledger_reads():
+    import ast
+
+    from layerprune.study import claims, files
+
+    tree = ast.parse(Path(claims.__file__).read_text())
+    used = {
+        getattr(files, node.attr)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "files"
+        and node.attr.isupper()
+        and isinstance(getattr(files, node.attr), str)
+    }
+    assert len(used) >= 8
+    assert {files.chapter_prefix(name) for name in used} == {c[:2] for c in files.READS["07_claims"]}

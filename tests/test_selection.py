@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import torch
 
 from layerprune.errors import InvalidInputError
 from layerprune.selection import (
@@ -104,3 +105,34 @@ def test_block_for_fraction():
         block_for_fraction(_profile(), 0.95)
     with pytest.raises(InvalidInputError, match="needs a distance profile"):
         block_for_fraction(LAYERS, 0.5, "similarity")
+
+
+@pytest.fixture
+def first_layers():
+    """A strategy registered in one place: remove the first n layers."""
+    from layerprune.selection import Strategy, register_strategy
+
+    strategy = register_strategy(
+        Strategy("first", lambda profile, layers, n, seed: tuple(range(n)), "#123456", "v", "first layers", None)
+    )
+    yield strategy
+    STRATEGIES.pop("first")
+
+
+def test_a_strategy_registered_once_shows_in_a_sweep_a_figure_and_a_table(first_layers, isolated_cache):
+    import layerprune as lp
+    from layerprune.book import plots, tables
+
+    model, tokenizer = lp.load_model("tiny-llama")
+    ids = torch.randint(0, 256, (12, 16), generator=torch.Generator().manual_seed(0))
+    profile = lp.profile_distances(model, ids[:8], progress=False)
+    result = lp.study.sweep(
+        model, tokenizer, profile, {"heldout": ids[8:]}, fractions=[0.0, 0.5], strategies=["similarity", "first"]
+    )
+    assert result.rows[result.find(strategy="first")]["layers"] == "0 1 2 3"
+    figure = plots.metric_vs_fraction(result.rows, "loss")
+    handles, labels = figure.axes[0].get_legend_handles_labels()
+    drawn = dict(zip(labels, handles, strict=True))["first layers, not healed"].lines[0]
+    assert drawn.get_color() == "#123456" and drawn.get_marker() == "v"
+    table = tables.selection_table(profile, [0.5], ["first"])
+    assert list(table["strategy"]) == ["first"] and list(table["layers"]) == ["0-3"]

@@ -20,6 +20,8 @@ import torch
 
 import layerprune as lp
 from layerprune import machine, speed
+from layerprune.adapters import num_layers
+from layerprune.cache import store
 from layerprune.tiny import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,7 +153,7 @@ def test_layer_shares_add_up_to_at_most_one(model, blocks):
 def test_last_layers_without_a_profile(model):
     pruned = speed.pruned_models(model, [0.0, 0.5], profile=None)
     assert pruned[0.0] == ((), model)
-    assert pruned[0.5][0] == (1, 2) and speed.num_layers(pruned[0.5][1]) == 2
+    assert pruned[0.5][0] == (1, 2) and num_layers(pruned[0.5][1]) == 2
 
 
 def test_healing_run_in_process(corpus):
@@ -190,11 +192,14 @@ def test_book_bench_copies_the_sources_and_starts_a_fresh_cache(monkeypatch, tmp
 
 def test_book_bench_report_per_chapter(monkeypatch):
     book_bench = _bench_script("book", monkeypatch)
-    cold = book_bench.BookRun(10.0, 0, "[book] executing 01_a.ipynb with {}\n[book] 01_a.ipynb: 6.0 s\n")
-    warm = book_bench.BookRun(5.0, 0, "[book] 01_a.ipynb: 2.0 s\n")
+    from layerprune.book.runner import BookRun
+
+    cold = book_bench.BookRun(10.0, 0, "", BookRun("smoke", executed={"01_a": 6.0}, peak_mib={"01_a": 2048.0}))
+    warm = book_bench.BookRun(5.0, 0, "", BookRun("smoke", executed={"01_a": 2.0}, peak_mib={"01_a": 1024.0}))
     table = book_bench.report(cold, warm, "smoke").table()
     assert list(table["part"]) == ["01_a", "rest (start-up, HTML build)", "make book, in all"]
     assert list(table["warm / cold"]) == pytest.approx([2 / 6, 3 / 4, 0.5], rel=1e-3)
+    assert table["cold peak GiB"].iloc[0] == pytest.approx(2.0)
 
 
 def test_gpu_plan_for_the_7b_shape(monkeypatch, capsys):
@@ -234,7 +239,7 @@ def test_a_cached_report_is_measured_once_per_machine(model, blocks, isolated_ca
     assert [check.met for check in again.checks] == [check.met for check in first.checks]
     cached_speed(model, blocks, batch_size=3, repeats=2, progress=False, cache=True)
     assert len(measured) == 2  # another setting: measured again
-    monkeypatch.setattr(speed.report, "timing_machine", lambda: {"cpu": "another"})
+    monkeypatch.setattr(store, "timing_machine", lambda: {"cpu": "another"})
     cached_speed(model, blocks, batch_size=3, repeats=1, progress=False, cache=True)
     assert len(measured) == 3  # another machine: measured again
     cached_speed(model, blocks, batch_size=3, repeats=1, progress=False)
@@ -250,7 +255,7 @@ def test_report_survives_json(model, blocks):
 
 def test_pruned_speed_is_cached(model, blocks, isolated_cache):
     profile = lp.profile_distances(model, blocks, progress=False)
-    first = lp.book.experiments.pruned_speed(model, profile, blocks[:2], [0.0, 0.5], repeats=1)
-    again = lp.book.experiments.pruned_speed(model, profile, blocks[:2], [0.0, 0.5], repeats=1)
+    first = lp.speed.pruned_speed(model, profile, blocks[:2], [0.0, 0.5], repeats=1, cache=True)
+    again = lp.speed.pruned_speed(model, profile, blocks[:2], [0.0, 0.5], repeats=1, cache=True)
     assert again == first and [list(row) for row in again] == [list(row) for row in first]  # same column order
     assert [row["n"] for row in first] == [0, 2] and first[1]["parameters"] < first[0]["parameters"]

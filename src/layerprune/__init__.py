@@ -15,17 +15,26 @@ from .errors import (
 from .lens import LogitLens, logit_lens
 from .loss import HeldoutLoss, heldout_loss
 from .models import load_model
-from .selection import STRATEGIES, BlockSelection, block_for_fraction, layers_for_fraction, select_block
+from .selection import (
+    STRATEGIES,
+    BlockSelection,
+    Strategy,
+    block_for_fraction,
+    layers_for_fraction,
+    register_strategy,
+    select_block,
+)
 from .similarity import DistanceProfile, profile_distances
 from .surgery import PrunedModel, prune, prune_fraction
 
 __version__ = "0.1.0"
 
 # Subpackages and modules that pull in heavy machinery (peft, lm-eval, plotting, notebooks) load on first use:
-# `lp.healing`, `lp.evaluation`, `lp.book`, `lp.speed`; a chapter that never heals or evaluates never imports them.
+# `lp.healing`, `lp.evaluation`, `lp.study`, `lp.book`, `lp.speed`; a chapter that never heals or evaluates never
+# imports them.
 __getattr__ = lazy_attributes(
     __name__,
-    ("book", "cache", "course", "evaluation", "healing", "speed"),
+    ("book", "cache", "course", "evaluation", "healing", "speed", "study"),
     {
         "CPU_DEFAULTS": "healing",
         "PAPER_SETTINGS": "healing",
@@ -54,6 +63,7 @@ __all__ = [
     "LogitLens",
     "ModelLoadError",
     "PrunedModel",
+    "Strategy",
     "UnsupportedArchitectureError",
     "block_for_fraction",
     "corpus_blocks",
@@ -69,6 +79,7 @@ __all__ = [
     "profile_distances",
     "prune",
     "prune_fraction",
+    "register_strategy",
     "save_merged",
     "select_block",
     "split_documents",

@@ -1,9 +1,11 @@
-"""Architecture adapters: where each model family keeps its decoder layers, final norm and FFN."""
+"""Architecture adapters: where each model family keeps its decoder layers, final norm and FFN; and what any
+loaded model is (its layer count, the device its inputs go to, the name it was loaded from)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .errors import UnsupportedArchitectureError
@@ -90,3 +92,24 @@ def _resolve(model: nn.Module, path: str) -> nn.Module:
     for part in path.split("."):
         module = getattr(module, part)
     return module
+
+
+def num_layers(model: nn.Module) -> int:
+    """The number of decoder layers of a loaded model."""
+    return len(get_adapter(model).decoder_layers(model))
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device inputs go to: where the input embeddings run (accelerate's execution device when a device_map
+    spread the model over devices or offloaded it), else the device of the model's first parameter."""
+    get_embeddings = getattr(model, "get_input_embeddings", None)
+    embeddings = get_embeddings() if callable(get_embeddings) else None
+    execution = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
+    if execution is not None:
+        return torch.device(execution)
+    return next(model.parameters()).device
+
+
+def model_name(model: nn.Module) -> str:
+    """The name or directory the model was loaded from ("" if unknown)."""
+    return str(getattr(model.config, "_name_or_path", "") or "")

@@ -18,7 +18,6 @@ from .assets import sotu_dir
 from .errors import InvalidInputError
 from .validation import check_int
 
-SPLITS = ("profile", "heal", "heldout")
 DEFAULT_FRACTIONS: Mapping[str, float] = {"profile": 0.1, "heal": 0.8, "heldout": 0.1}
 
 

@@ -8,8 +8,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .adapters import get_adapter
-from .loss import model_device
+from .adapters import get_adapter, model_device
 from .similarity import pair_distance
 from .validation import check_token_blocks
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .adapters import model_device
 from .validation import check_int, check_token_blocks
 
 
@@ -30,17 +31,6 @@ def vocab_size(model: nn.Module) -> int:
     """The number of logits the model produces per token."""
     head = model.get_output_embeddings()
     return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device inputs go to: where the input embeddings run (accelerate's execution device when a device_map
-    spread the model over devices or offloaded it), else the device of the model's first parameter."""
-    get_embeddings = getattr(model, "get_input_embeddings", None)
-    embeddings = get_embeddings() if callable(get_embeddings) else None
-    execution = getattr(getattr(embeddings, "_hf_hook", None), "execution_device", None)
-    if execution is not None:
-        return torch.device(execution)
-    return next(model.parameters()).device
 
 
 def next_token_loss_sum(model: nn.Module, ids: torch.Tensor) -> torch.Tensor:

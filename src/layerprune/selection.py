@@ -1,9 +1,11 @@
-"""Which layers to prune: the paper's most-similar block, its simple "last layers" heuristic, and baselines."""
+"""Which layers to prune: the paper's most-similar block, its simple "last layers" heuristic, and baselines, each a
+`Strategy` registered once (how it chooses, how figures draw it, what tables call it)."""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,9 +13,6 @@ import numpy as np
 from .errors import InvalidInputError
 from .similarity import DistanceProfile
 from .validation import check_choice, check_fraction, check_int
-
-STRATEGIES = ("similarity", "last", "random", "block_influence")
-PROFILE_STRATEGIES = ("similarity", "block_influence")
 
 
 @dataclass(frozen=True)
@@ -33,37 +32,119 @@ class BlockSelection:
     start: int | None
 
 
+Chooser = Callable[[DistanceProfile | None, int, int, int], tuple[int, ...]]
+"""(profile or None, number of layers, n, seed) -> the n layers to remove, sorted."""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A way to choose the layers to remove, registered once (`register_strategy`): `choose` picks them; `colour`
+    and `marker` draw it in every figure; `label` names it in legends (the name when empty). `ranks_by` is the
+    profile it reads: "profile" (the paper's: angular distance at the last token), "influence" (ShortGPT's block
+    influence, `study.steps.shortgpt_profile`) or None (it needs no distances). A `seeded` strategy is a baseline
+    drawn anew for each seed (a sweep averages several draws). `contiguous` blocks report D[n, start]; others the
+    sum of their layers' D[1, l]."""
+
+    name: str
+    choose: Chooser
+    colour: str
+    marker: str
+    label: str = ""
+    ranks_by: str | None = "profile"
+    seeded: bool = False
+    contiguous: bool = True
+
+    @property
+    def legend(self) -> str:
+        return self.label or self.name
+
+
+STRATEGIES: dict[str, Strategy] = {}
+"""Every registered strategy by name, in registration order."""
+
+
+def register_strategy(strategy: Strategy) -> Strategy:
+    """Add `strategy` to `STRATEGIES` (replacing one of the same name) and return it."""
+    if strategy.ranks_by not in ("profile", "influence", None):
+        raise InvalidInputError(f"ranks_by must be 'profile', 'influence' or None, got {strategy.ranks_by!r}")
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy `name` (one clear error for an unknown one)."""
+    check_choice("strategy", name, tuple(STRATEGIES))
+    return STRATEGIES[name]
+
+
+def _similarity(profile: DistanceProfile | None, num_layers: int, n: int, seed: int) -> tuple[int, ...]:
+    start = int(np.argmin(profile.curve(n)))  # ties go to the shallowest block
+    return tuple(range(start, start + n))
+
+
+def _last(profile: DistanceProfile | None, num_layers: int, n: int, seed: int) -> tuple[int, ...]:
+    return tuple(range(num_layers - 1 - n, num_layers - 1))
+
+
+def _random(profile: DistanceProfile | None, num_layers: int, n: int, seed: int) -> tuple[int, ...]:
+    start = random.Random(seed).randint(0, num_layers - n)
+    return tuple(range(start, start + n))
+
+
+def _block_influence(profile: DistanceProfile | None, num_layers: int, n: int, seed: int) -> tuple[int, ...]:
+    single = profile.curve(1)[:num_layers]
+    return tuple(sorted(int(i) for i in np.argsort(single, kind="stable")[:n]))
+
+
+register_strategy(Strategy("similarity", _similarity, "#0072B2", "o"))
+register_strategy(Strategy("last", _last, "#D55E00", "s", ranks_by=None))
+register_strategy(Strategy("random", _random, "#CC79A7", "^", ranks_by=None, seeded=True))
+register_strategy(Strategy("block_influence", _block_influence, "#009E73", "D", ranks_by="influence", contiguous=False))
+
+
 def select_block(profile: DistanceProfile, n: int, strategy: str = "similarity", *, seed: int = 0) -> BlockSelection:
-    """Choose n layers to remove with a strategy from STRATEGIES (see `BlockSelection`).
+    """Choose n layers to remove with a registered strategy (see `BlockSelection`).
 
     "similarity": l*(n) = argmin_l D[n, l], layers l*..l*+n-1 (the paper; ties go to the shallowest block).
     "last": layers L-1-n..L-2, just before the final layer, which is always kept (the paper's heuristic).
     "random": a contiguous block with a start drawn uniformly (seeded) from 0..L-n.
     "block_influence": the n layers with the smallest D[1, l] (ShortGPT-style), possibly non-contiguous.
     """
-    check_choice("strategy", strategy, STRATEGIES)
+    chosen = get_strategy(strategy)
     n = _check_n(n, profile.num_layers)
-    if strategy == "similarity":
-        start = int(np.argmin(profile.curve(n)))
-        return _contiguous(start, n, strategy, profile)
-    if strategy == "block_influence":
-        single = profile.curve(1)[: profile.num_layers]
-        layers = tuple(sorted(int(i) for i in np.argsort(single, kind="stable")[:n]))
-        return BlockSelection(layers, n, strategy, float(sum(single[i] for i in layers)), None)
-    return profile_free_block(profile.num_layers, n, strategy, seed=seed, profile=profile)
+    return _selection(chosen, chosen.choose(profile, profile.num_layers, n, seed), profile)
 
 
 def profile_free_block(
     num_layers: int, n: int, strategy: str, *, seed: int = 0, profile: DistanceProfile | None = None
 ) -> BlockSelection:
-    """A "last" or "random" block, which need no distances; `distance` is filled in from `profile` if given."""
-    check_choice("strategy", strategy, STRATEGIES)
-    if strategy in PROFILE_STRATEGIES:
-        allowed = [s for s in STRATEGIES if s not in PROFILE_STRATEGIES]
+    """A block of a strategy that needs no distances ("last", "random"); `distance` is filled in from `profile` if
+    given."""
+    chosen = get_strategy(strategy)
+    if chosen.ranks_by is not None:
+        allowed = [name for name, s in STRATEGIES.items() if s.ranks_by is None]
         raise InvalidInputError(f"strategy {strategy!r} needs a distance profile; without one use {allowed}")
     n = _check_n(n, num_layers)
-    start = num_layers - 1 - n if strategy == "last" else random.Random(seed).randint(0, num_layers - n)
-    return _contiguous(start, n, strategy, profile)
+    return _selection(chosen, chosen.choose(profile, num_layers, n, seed), profile)
+
+
+def ranking_profile(
+    strategy: str, profile: DistanceProfile, influence_profile: DistanceProfile | None = None
+) -> DistanceProfile:
+    """The profile `strategy` ranks layers by: `influence_profile` (ShortGPT's) for a strategy that ranks by
+    influence, when given; else `profile`."""
+    if get_strategy(strategy).ranks_by == "influence" and influence_profile is not None:
+        return influence_profile
+    return profile
+
+
+def _selection(strategy: Strategy, layers: tuple[int, ...], profile: DistanceProfile | None) -> BlockSelection:
+    n = len(layers)
+    if strategy.contiguous:
+        distance = None if profile is None else float(profile.mean[n, layers[0]])
+        return BlockSelection(layers, n, strategy.name, distance, layers[0])
+    distance = None if profile is None else float(sum(profile.curve(1)[i] for i in layers))
+    return BlockSelection(layers, n, strategy.name, distance, None)
 
 
 def layers_for_fraction(num_layers: int, fraction: float) -> int:
@@ -87,11 +168,6 @@ def block_for_fraction(
     if isinstance(profile, int):
         return profile_free_block(num_layers, n, strategy, seed=seed)
     return select_block(profile, n, strategy, seed=seed)
-
-
-def _contiguous(start: int, n: int, strategy: str, profile: DistanceProfile | None) -> BlockSelection:
-    distance = None if profile is None else float(profile.mean[n, start])
-    return BlockSelection(tuple(range(start, start + n)), n, strategy, distance, start)
 
 
 def _check_n(n: int, num_layers: int) -> int:

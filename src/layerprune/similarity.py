@@ -21,10 +21,9 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .adapters import get_adapter, unwrap
+from .adapters import get_adapter, model_device, model_name, unwrap
 from .cache import model_identity, write_json_atomic
 from .errors import InvalidInputError
-from .loss import model_device
 from .validation import check_choice, check_int, check_token_blocks, check_vocabulary
 
 TOKENS = ("last", "all")
@@ -342,11 +341,6 @@ def pair_distance(a: torch.Tensor, b: torch.Tensor, metric: str = "angular") -> 
     if metric == "cosine":
         return 0.5 * gap.square()
     return 2 * torch.atan2(gap, (a + b).norm(dim=-1)) / math.pi
-
-
-def model_name(model: nn.Module) -> str:
-    """The name or directory the model was loaded from ("" if unknown)."""
-    return str(getattr(model.config, "_name_or_path", "") or "")
 
 
 def _profile(

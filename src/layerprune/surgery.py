@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from .adapters import get_adapter
+from .adapters import get_adapter, num_layers
 from .errors import InvalidInputError, UnsupportedArchitectureError
 from .selection import BlockSelection, block_for_fraction
 from .similarity import DistanceProfile
@@ -79,7 +79,7 @@ def prune_fraction(
 ) -> PrunedModel:
     """fraction -> n -> block -> pruned model: the one path every sweep, table and benchmark takes. Fraction 0
     gives the model itself (not copied); without a profile only "last" and "random" can choose."""
-    source = profile if profile is not None else len(get_adapter(model).decoder_layers(model))
+    source = profile if profile is not None else num_layers(model)
     selection = block_for_fraction(source, fraction, strategy, seed=seed)
     pruned = prune(model, selection.layers, strategy=strategy) if selection else model
     return PrunedModel(fraction, strategy, selection, pruned)

@@ -1,5 +1,6 @@
-"""The book: running the chapters (`runner`), the chapters' cached experiments, tables, figures and provenance,
-and the checks of the built pages (`table_check`, `pages`). Modules load on first use."""
+"""The book: running the chapters (`runner`, `reuse`), rendering the study's results (`tables`, `plots`, `prose`,
+`ledger`, `provenance`) and checking the built pages (`table_check`, `pages`). The study itself (experiments,
+statistics, claims) is `layerprune.study`. Modules load on first use."""
 
 from .._lazy import lazy_attributes
 
@@ -11,24 +12,24 @@ _NAMES = {
     "chapters": "runner",
     "load_parameter_file": "runner",
     "load_profile": "runner",
+    "measured_budget": "runner",
+    "budget_note": "runner",
     "parse_overrides": "runner",
     "run_book": "runner",
     "Provenance": "provenance",
-    "SweepResult": "grid",
     "check_tables": "table_check",
     "check_pages": "pages",
 }
 _MODULES = (
-    "claims",
-    "experiments",
     "launch",
+    "ledger",
     "pages",
     "plots",
     "prose",
     "provenance",
+    "reuse",
     "runner",
-    "grid",
-    "statistics",
+    "stamp",
     "table_check",
     "tables",
 )

@@ -24,7 +24,9 @@ from matplotlib.transforms import offset_copy
 
 from ..errors import InvalidInputError
 from ..lens import LogitLens
+from ..selection import STRATEGIES
 from ..similarity import DistanceProfile
+from ..study.statistics import Z95
 
 DPI = 150
 WIDTH = 6.5
@@ -63,13 +65,7 @@ class Look:
     marker: str
 
 
-STRATEGIES = {
-    "none": Look("#000000", "o"),  # the unpruned model
-    "similarity": Look("#0072B2", "o"),
-    "last": Look("#D55E00", "s"),
-    "random": Look("#CC79A7", "^"),
-    "block_influence": Look("#009E73", "D"),
-}
+UNPRUNED = Look("#000000", "o")  # the unpruned model (strategy "none"); each strategy's look is registered with it
 STAGES = {"pruned": ("-", "not healed"), "quantized": (":", "quantized, no adapter"), "healed": ("--", "healed")}
 MODELS = {
     "smollm2-135m": Look("#E69F00", "o"),
@@ -128,14 +124,19 @@ def smallest_font(figure: Figure) -> float | None:
 def strategy_look(strategy: str, stage: str = "pruned") -> dict[str, Any]:
     """Plot keywords for a strategy ("none" is the unpruned model) at a stage: its colour and marker, a solid line
     before healing, dashed after it (dotted for the quantized base), open markers after pruning's own stage."""
-    if strategy not in STRATEGIES or stage not in STAGES:
+    if (strategy != "none" and strategy not in STRATEGIES) or stage not in STAGES:
         raise InvalidInputError(
             f"no look for strategy {strategy!r} at stage {stage!r}; strategies: {', '.join(STRATEGIES)}; "
             f"stages: {', '.join(STAGES)}"
         )
-    look = STRATEGIES[strategy]
+    look = UNPRUNED if strategy == "none" else Look(STRATEGIES[strategy].colour, STRATEGIES[strategy].marker)
     face = look.colour if stage == "pruned" else "white"
     return {"color": look.colour, "marker": look.marker, "linestyle": STAGES[stage][0], "markerfacecolor": face}
+
+
+def strategy_label(strategy: str) -> str:
+    """A strategy's name in legends (its registered label)."""
+    return STRATEGIES[strategy].legend if strategy in STRATEGIES else strategy
 
 
 def model_look(name: str) -> dict[str, Any]:
@@ -261,7 +262,7 @@ def optimal_start(selections: Mapping[str, Mapping[int, int]], num_layers: int, 
     figure, ax = _axes(ax)
     for strategy, starts in selections.items():
         ns = sorted(starts)
-        ax.plot(ns, [starts[n] for n in ns], markersize=4, label=strategy, **strategy_look(strategy))
+        ax.plot(ns, [starts[n] for n in ns], markersize=4, label=strategy_label(strategy), **strategy_look(strategy))
     ax.set(
         xlabel="layers removed n",
         ylabel="first removed layer",
@@ -315,7 +316,6 @@ def rank_sweep(ranks: Sequence[int], losses: Sequence[float], ax: Axes | None = 
     return figure
 
 
-Z95 = 1.96
 """Standard errors either side of a value that make a 95% interval (normal approximation): the error bars."""
 
 
@@ -356,7 +356,7 @@ def metric_vs_fraction(
             points = sorted(baseline + own, key=lambda r: r["fraction"])
         x, y = [p["fraction"] for p in points], [p[value] for p in points]
         spread = [Z95 * _number(p[error]) for p in points] if error else None
-        ax.errorbar(x, y, yerr=spread, label=f"{strategy}, {STAGES[stage][1]}", **look)
+        ax.errorbar(x, y, yerr=spread, label=f"{strategy_label(strategy)}, {STAGES[stage][1]}", **look)
         low, high = np.subtract(y, spread or 0), np.add(y, spread or 0)  # the shifted lines do not scale the axes
         ax.update_datalim(np.column_stack([x + x, np.concatenate([low, high])]))
     ax.autoscale_view()

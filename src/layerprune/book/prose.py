@@ -9,16 +9,17 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from .claims import (
+from ..healing.settings import PAPER_SETTINGS
+from ..study.claims import (
     DEEP,
     above_chance_again,
     accuracy_interval,
     collapse_point,
-    excludes_zero,
+    find_comparison,
     largest_deep_change,
-    paired_comparison,
     reaches_chance,
 )
+from ..study.statistics import excludes_zero
 
 
 def _pct(fraction: float) -> str:
@@ -134,9 +135,9 @@ def _against_similarity(table: pd.DataFrame, comparisons: pd.DataFrame, task: st
     """A strategy against the similarity block at each number of layers both removed, before healing."""
     parts = []
     for row in table[(table["strategy"] == strategy) & (table["stage"] == "pruned")].itertuples():
-        paired = paired_comparison(comparisons, task, row.fraction, strategy, "pruned", "similarity")
+        paired = find_comparison(comparisons, task, row.fraction, strategy, "pruned", "similarity")
         if paired is not None:
-            verdict = "resolved" if excludes_zero(paired) else "not resolved"
+            verdict = "resolved" if excludes_zero(paired["low"], paired["high"]) else "not resolved"
             parts.append(
                 f"{row.n} layers {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], {verdict}"
             )
@@ -166,7 +167,7 @@ def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) ->
                 "their domain"
             )
         if task:
-            gain = paired_comparison(comparisons, task, fraction, strategy, "healed", "pruned")
+            gain = find_comparison(comparisons, task, fraction, strategy, "healed", "pruned")
             text += f"; {task} {stage['pruned'][task]:.3f} -> {stage['healed'][task]:.3f}"
             if gain is not None:
                 text += f", paired difference {gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
@@ -175,18 +176,17 @@ def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) ->
     return "\n".join([lead, "", *(f"- {part}" for part in parts)])
 
 
-PAPER_STEPS, PAPER_BATCH = 5000, 16
-
-
 def healing_budget(steps: int, batch_size: int, block_size: int) -> str:
-    """This chapter's healing budget against the paper's."""
+    """This chapter's healing budget against the paper's (`healing.settings.PAPER_SETTINGS`: the same steps and
+    batch for every model)."""
+    paper = PAPER_SETTINGS["other"]
     sequences = steps * batch_size
     return (
         f"The healing budget here is {steps} steps of {batch_size} sequences of {block_size} tokens: "
-        f"{sequences:,} sequences, {sequences * block_size:,} tokens, against the paper's {PAPER_STEPS:,} steps of "
-        f"{PAPER_BATCH} C4 sequences ({PAPER_STEPS * PAPER_BATCH:,} sequences, "
-        f"{PAPER_STEPS * PAPER_BATCH / sequences:,.0f} times as many, each longer). Conclusions about healing below "
-        f"are about this budget."
+        f"{sequences:,} sequences, {sequences * block_size:,} tokens, against the paper's {paper.steps:,} steps of "
+        f"{paper.batch_size} C4 sequences ({paper.steps * paper.batch_size:,} sequences, "
+        f"{paper.steps * paper.batch_size / sequences:,.0f} times as many, each longer). Conclusions about healing "
+        f"below are about this budget."
     )
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..cache import atomic_file, sha256_file
 from ..machine import timing_machine
+from ..study.files import chapter_prefix
 
 PACKAGE = Path(__file__).resolve().parents[1]
 RECORD_KEY = "layerprune"
@@ -30,13 +31,17 @@ def environment() -> str:
     return digest.hexdigest()
 
 
-def fingerprint(notebook: Path, parameters: Mapping[str, Any], results: Path, shared: str) -> str:
+def fingerprint(
+    notebook: Path, parameters: Mapping[str, Any], results: Path, shared: str, reads: Sequence[str] = ()
+) -> str:
     """sha256 of what an executed chapter depends on: the notebook, its parameters, the result files of the
-    chapters before it (chapter 7 reads them) and `shared`, the `environment()`."""
+    chapters it `reads` (`study.files.READS`: chapter 7 reads 1, 4 and 5) and `shared`, the `environment()`."""
     digest = hashlib.sha256(notebook.read_bytes())
     digest.update(json.dumps(dict(parameters), sort_keys=True, default=str).encode())
-    earlier = {name: sha256_file(results / name) for name in sorted(snapshot(results)) if name[:2] < notebook.name[:2]}
-    digest.update(json.dumps(earlier, sort_keys=True).encode())
+    sources = {chapter_prefix(chapter) for chapter in reads}
+    read = [name for name in sorted(snapshot(results)) if chapter_prefix(name) in sources]
+    inputs = {name: sha256_file(results / name) for name in read}
+    digest.update(json.dumps(inputs, sort_keys=True).encode())
     digest.update(shared.encode())
     return digest.hexdigest()
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,21 +19,45 @@ import yaml
 
 from ..cache import atomic_file
 from ..errors import ChapterError, InvalidInputError, LayerpruneError
+from ..speed.measure import ChildPeak
+from ..study.files import READS
 from . import reuse
 
 PROFILES = ("smoke", "default", "paper")
 GENERATED = Path("book") / "generated"
 
 
+RUN_RECORD = Path("_build") / "book-run.json"
+
+
 @dataclass
 class BookRun:
-    """What `run_book` did: chapters executed (with seconds each), chapters reused unchanged from their last run,
-    whether the HTML was built, total seconds."""
+    """What `run_book` did: chapters executed (with seconds each, and the peak resident memory of the kernel that
+    ran each, MiB), chapters reused unchanged from their last run, whether the HTML was built, total seconds. The
+    runner writes it to `RUN_RECORD` (`bench/book.py` reads it there)."""
 
+    profile: str = ""
+    models: list[str] = field(default_factory=list)
+    commit: str = ""
     executed: dict[str, float] = field(default_factory=dict)
+    peak_mib: dict[str, float] = field(default_factory=dict)
     reused: list[str] = field(default_factory=list)
     html: Path | None = None
     seconds: float = 0.0
+
+    def save(self, root: Path) -> Path:
+        """Write this run as JSON to `root / RUN_RECORD` (atomically) and return the path."""
+        record = dataclasses.asdict(self) | {"html": str(self.html) if self.html else None}
+        path = root / RUN_RECORD
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(record, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, root: Path) -> BookRun:
+        """The run `save` wrote under `root`."""
+        record = json.loads((root / RUN_RECORD).read_text())
+        return cls(**record | {"html": Path(record["html"]) if record["html"] else None})
 
 
 def chapters(root: Path) -> list[str]:
@@ -42,10 +67,20 @@ def chapters(root: Path) -> list[str]:
 
 def load_profile(name: str) -> dict[str, Any]:
     """A named parameter profile shipped with the package: ``{"common": {...}, "chapters": {name: {...}}}``."""
+    data = _profile_data(name)
+    data.pop("measured", None)
+    return _normalise(data, f"profile {name}")
+
+
+def measured_budget(name: str) -> dict[str, Any] | None:
+    """What a cold build of profile `name` was measured to take (its `measured` section), if recorded."""
+    return _profile_data(name).get("measured")
+
+
+def _profile_data(name: str) -> dict[str, Any]:
     if name not in PROFILES:
         raise InvalidInputError(f"unknown book profile {name!r}; profiles: {', '.join(PROFILES)}")
-    text = resources.files("layerprune.book").joinpath("profiles", f"{name}.yaml").read_text()
-    return _normalise(yaml.safe_load(text), f"profile {name}")
+    return yaml.safe_load(resources.files("layerprune.book").joinpath("profiles", f"{name}.yaml").read_text())
 
 
 def load_parameter_file(path: str | Path) -> dict[str, Any]:
@@ -189,17 +224,18 @@ def run_book(
         planned[chapter] = chapter_parameters(notebook, layers, chapter)
         check_parameter_types(notebook, planned[chapter])
     print(budget_note(profile), flush=True)
-    run, shared = BookRun(), reuse.environment()
+    run = BookRun(profile=profile, models=models_of(planned.values()), commit=source_commit(root))
+    shared = reuse.environment()
     for chapter, parameters in planned.items():
         notebook, output = root / "notebooks" / f"{chapter}.ipynb", root / GENERATED / f"{chapter}.ipynb"
         results = root / parameters["results_dir"]
-        stamp = reuse.fingerprint(notebook, parameters, results, shared)
+        stamp = reuse.fingerprint(notebook, parameters, results, shared, READS.get(chapter, ()))
         if not force and reuse.reusable(output, stamp, results):
             print(f"[book] {notebook.name}: unchanged since its last run, not executed (--force runs it)", flush=True)
             run.reused.append(chapter)
             continue
         before = reuse.snapshot(results)
-        run.executed[chapter] = execute_chapter(notebook, output, parameters, root)
+        run.executed[chapter], run.peak_mib[chapter] = execute_chapter(notebook, output, parameters, root)
         reuse.record(output, stamp, reuse.written_since(results, before))
     if build:
         absent = [c for c in available if not (root / GENERATED / f"{c}.ipynb").exists()]
@@ -207,38 +243,63 @@ def run_book(
             raise InvalidInputError(
                 f"cannot build the book: chapter(s) {absent} were never executed; run without --only"
             )
+        run.save(root)  # the pages say which profile, models and commit made them (`layerprune.book.stamp`)
         run.html = build_html(root)
     run.seconds = time.perf_counter() - started
+    run.save(root)
     return run
 
 
-COLD_MINUTES_BF16 = 75
-"""The default profile's cold build, measured in one go on a 2-core AMD EPYC with AVX512-BF16, no AMX (README)."""
+MODEL_PARAMETERS = ("model", "headline_model", "models")
+
+
+def models_of(parameters: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The models the chapters run on (their `model`, `headline_model` and `models` parameters), each once."""
+    found: list[str] = []
+    for chapter in parameters:
+        for name in MODEL_PARAMETERS:
+            value = chapter.get(name)
+            found += value if isinstance(value, list) else [value] if value else []
+    return list(dict.fromkeys(map(str, found)))
+
+
+def source_commit(root: Path) -> str:
+    """The git commit of the book's sources ("+ local changes" when they differ from it), or "" outside git."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, check=False)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short=12", "HEAD")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", "notebooks", "src", "book", "_config.yml")
+    return f"{commit} + local changes" if commit and changed else commit
 
 
 def budget_note(profile: str) -> str:
-    """What to expect of a run of `profile` on this machine, said before it starts."""
+    """What to expect of a run of `profile` on this machine, said before it starts (from its measured budget)."""
     import torch
 
     from ..machine import native_bf16_cpu
 
-    if profile != "default" or torch.cuda.is_available():
+    measured = measured_budget(profile)
+    if measured is None or torch.cuda.is_available():
         return f"[book] profile {profile}"
+    minutes, peak, machine = measured["cold_minutes"], measured["peak_gb"], measured["machine"]
     if native_bf16_cpu():
         return (
-            f"[book] profile default on a CPU with native bfloat16: a cold build took {COLD_MINUTES_BF16} minutes on 2 "
-            "cores without AMX (README), seconds once built, minutes once cached; needs 24 GB of memory"
+            f"[book] profile {profile} on a CPU with native bfloat16: a cold build took {minutes} minutes on a "
+            f"{machine} (README), seconds once built, minutes once cached; it peaked at {peak} GB of memory"
         )
     return (
-        "[book] profile default on a CPU WITHOUT native bfloat16: the models run in float32 (emulated bfloat16 is "
-        f"slower still), 2 to 4 times slower than bf16: expect {2 * COLD_MINUTES_BF16 / 60:.1f} to "
-        f"{4 * COLD_MINUTES_BF16 / 60:.1f} hours cold on 2 cores; `make book PROFILE=smoke` (a tiny random model, "
-        "minutes) shows every chapter quickly"
+        f"[book] profile {profile} on a CPU WITHOUT native bfloat16: the models run in float32 (emulated bfloat16 is "
+        f"slower still), 2 to 4 times slower than bf16: expect {2 * minutes / 60:.1f} to {4 * minutes / 60:.1f} "
+        f"hours cold; `make book PROFILE=smoke` (a tiny random model, minutes) shows every chapter quickly"
     )
 
 
-def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any], root: Path) -> float:
-    """Run one notebook with papermill; the executed copy replaces `output` only if every cell succeeded.
+def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any], root: Path) -> tuple[float, float]:
+    """Run one notebook with papermill; the executed copy replaces `output` only if every cell succeeded. Returns
+    the seconds it took and the peak resident memory of its kernel (MiB).
 
     A cell that raises a LayerpruneError (bad parameter values) becomes a ChapterError, one line; any other
     exception is re-raised with the cell's traceback.
@@ -248,7 +309,7 @@ def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any],
 
     started = time.perf_counter()
     print(f"[book] executing {notebook.name} with {dict(parameters)}", flush=True)
-    with atomic_file(output) as tmp:
+    with atomic_file(output) as tmp, ChildPeak() as memory:
         try:
             papermill.execute_notebook(
                 str(notebook),
@@ -267,8 +328,8 @@ def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any],
             ) from None
         hide_parameter_cells(tmp)
     seconds = time.perf_counter() - started
-    print(f"[book] {notebook.name}: {seconds:.1f} s", flush=True)
-    return seconds
+    print(f"[book] {notebook.name}: {seconds:.1f} s, kernel peak {memory.peak / 1024:.1f} GiB", flush=True)
+    return seconds, memory.peak
 
 
 def hide_parameter_cells(executed: Path) -> None:

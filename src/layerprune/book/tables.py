@@ -15,7 +15,7 @@ from pandas.io.formats.style import Styler
 
 from ..cache import atomic_file
 from ..lens import LogitLens
-from ..selection import block_for_fraction, layers_for_fraction
+from ..selection import block_for_fraction, layers_for_fraction, ranking_profile
 from ..similarity import DistanceProfile
 
 HEADERS = {"loss": "loss (nats)", "final train loss": "final train loss (nats)"}
@@ -155,13 +155,13 @@ def selection_table(
     seed: int = 0,
     influence_profile: DistanceProfile | None = None,
 ) -> pd.DataFrame:
-    """For each fraction and strategy: n, the removed layers and D at that block (one row each); "block_influence"
-    ranks layers by `influence_profile` when given (ShortGPT's, `experiments.shortgpt_profile`)."""
+    """For each fraction and strategy: n, the removed layers and D at that block (one row each); a strategy that
+    ranks by influence ("block_influence") reads `influence_profile` when given (`study.steps.shortgpt_profile`)."""
     rows = []
     for fraction in fractions:
         n = layers_for_fraction(profile.num_layers, fraction)
         for strategy in strategies:
-            source = influence_profile if strategy == "block_influence" and influence_profile else profile
+            source = ranking_profile(strategy, profile, influence_profile)
             chosen = block_for_fraction(source, fraction, strategy, seed=seed)
             rows.append(
                 {

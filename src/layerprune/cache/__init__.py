@@ -16,7 +16,7 @@ from .files import (
     write_manifest,
 )
 from .keys import blocks_digest, hash_tensor, key_part, model_identity, pruned_identity, stable_hash, tensor_digest
-from .store import cached, cached_dir, decode_records, encode_records, entry_lock, read_entry, write_entry
+from .store import cacheable, cached, cached_dir, decode_records, encode_records, entry_lock, read_entry, write_entry
 
 __all__ = [
     "CACHE_ENV",
@@ -26,6 +26,7 @@ __all__ = [
     "blocks_digest",
     "cache_path",
     "cache_root",
+    "cacheable",
     "cached",
     "cached_dir",
     "check_writable",

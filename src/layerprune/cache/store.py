@@ -6,14 +6,17 @@ differs or whose checksum fails is recomputed, never used."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ..machine import timing_machine
 from .files import cache_path, file_lock, write_json_atomic
-from .keys import stable_hash
+from .keys import key_part, stable_hash
 
 T = TypeVar("T")
 RESULTS = "results"
@@ -94,3 +97,30 @@ def cached_dir(kind: str, key: Mapping[str, Any]) -> Iterator[Path]:
     path = entry_path(kind, key, suffix="")
     with file_lock(path):
         yield path
+
+
+def cacheable(
+    kind: str, *, encode: Callable[[T], Any], decode: Callable[[Any], T], timing: bool = False
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Give a function a `cache` keyword: with `cache=True` its result goes through `cached` under `kind`, keyed by
+    every argument but `progress` (models by identity, tensors by digest: `key_part`) and, for a `timing`, by
+    this machine's description (`timing_machine`: hardware and versions, never its name), so a rerun with the
+    same arguments shows what was measured the first time."""
+
+    def decorate(function: Callable[..., T]) -> Callable[..., T]:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def run(*args: Any, cache: bool = False, **kwargs: Any) -> T:
+            if not cache:
+                return function(*args, **kwargs)
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            key = {name: key_part(value) for name, value in bound.arguments.items() if name != "progress"}
+            if timing:
+                key["machine"] = timing_machine()
+            return cached(kind, key, functools.partial(function, *args, **kwargs), encode=encode, decode=decode)
+
+        return run
+
+    return decorate

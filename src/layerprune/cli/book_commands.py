@@ -110,9 +110,10 @@ def _check_tables(generated: Path, results: Path) -> list[str]:
 
 def _check_ledger(results: Path) -> list[str]:
     """Recompute the claims ledger from the result files and compare it with the one the book shows."""
-    from ..book.claims import check_ledger
+    from ..study import files
+    from ..study.claims import check_ledger
 
-    shown = results / "07_claims.csv"
+    shown = results / files.CLAIMS
     if not shown.is_file():
         return [f"{shown} is missing: the claims chapter was not run"]
     differ = check_ledger(results, shown)

@@ -6,15 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..adapters import get_adapter
+from ..adapters import num_layers
 from ..cache import atomic_dir, check_writable, model_identity
 from ..data import corpus_blocks
 from ..errors import InvalidInputError
 from ..models import AUTO, DTYPE_CHOICES, DTYPE_ENV, load_model
 from ..selection import (
-    PROFILE_STRATEGIES,
     STRATEGIES,
     BlockSelection,
+    get_strategy,
     layers_for_fraction,
     profile_free_block,
     select_block,
@@ -104,13 +104,13 @@ def _prune(args: argparse.Namespace) -> None:
     _check_size(args)
     saved = None if args.profile is None else DistanceProfile.load(args.profile)
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
-    count = len(get_adapter(model).decoder_layers(model))
+    count = num_layers(model)
     n = _layer_count(args, count)
     if saved is not None and saved.num_layers != count:
         raise InvalidInputError(f"--profile {args.profile} is of a {saved.num_layers}-layer model, not {count}")
     if saved is not None and saved.model_identity != model_identity(model):
         print(f"warning: --profile {args.profile} was measured on different weights", file=sys.stderr)
-    if saved is None and args.strategy not in PROFILE_STRATEGIES:
+    if saved is None and get_strategy(args.strategy).ranks_by is None:
         selection = profile_free_block(count, n, args.strategy, seed=args.seed)
     else:
         profile = saved if saved is not None else _measure(args, model, tokenizer)

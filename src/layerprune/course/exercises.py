@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..adapters import get_adapter
+from ..adapters import num_layers as count_layers
 from ..loss import heldout_loss
 from ..selection import layers_for_fraction, profile_free_block, select_block
 from ..similarity import DistanceProfile, pair_distance, profile_distances
@@ -261,7 +262,7 @@ def grade_skip_layers_logits(skip_layers_logits: Callable[..., Any]) -> None:
         got = _call(skip_layers_logits, case, model, ids.clone(), list(layers))
         with torch.no_grad():
             after = model(input_ids=ids, use_cache=False).logits
-        if len(get_adapter(model).decoder_layers(model)) != LAYERS or not torch.equal(after, before):
+        if count_layers(model) != LAYERS or not torch.equal(after, before):
             raise Failure(
                 f"on {case}: the model changed; remove every hook afterwards (handle.remove() in a finally block) "
                 "and do not prune the model itself"
@@ -325,7 +326,7 @@ def grade_pruned_parameters(pruned_parameters: Callable[..., Any]) -> None:
         case = f"a tiny {family}{tied} with {LAYERS} layers, layers = {layers}"
         expected = sum(p.numel() for p in prune(model, layers).parameters())
         got = _call(pruned_parameters, case, model, list(layers))
-        if len(get_adapter(model).decoder_layers(model)) != LAYERS:
+        if count_layers(model) != LAYERS:
             raise Failure(f"on {case}: the model lost layers; count without pruning it (or prune a copy)")
         if isinstance(got, bool) or not isinstance(got, int | np.integer) or got != expected:
             hint = "all parameters, minus those of the removed decoder layers (each tensor counted once)"

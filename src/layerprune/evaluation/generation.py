@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ..loss import model_device
+from ..adapters import model_device
 
 
 @torch.no_grad()

@@ -33,9 +33,9 @@ from lm_eval.tasks import TaskManager
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ..adapters import model_device
 from ..cache import atomic_file, entry_lock, model_identity, read_entry, stable_hash, write_entry
 from ..errors import InvalidInputError
-from ..loss import model_device
 from ..validation import check_int
 from .tasks import TASKS, Limit, resolve_limits, resolve_tasks, task_configs, write_configs
 
@@ -101,11 +101,11 @@ def evaluate(
     progress: bool = True,
     identity: str | None = None,
 ) -> EvalResults:
-    """Accuracy of `model` on `tasks` (names in `layerprune.tasks.TASK_NAMES`, or a comma-separated string).
+    """Accuracy of `model` on `tasks` (names in `layerprune.evaluation.tasks.TASK_NAMES`, or a comma-separated string).
 
     `num_fewshot`: None = each task's default (MMLU 5-shot from its dev split, the others 0-shot).
     `limit`: questions per task, one int for all or a dict per task (e.g. `DEFAULT_LIMITS`); None = all. The
-    subset is seeded by `seed` and, for MMLU, spread evenly over the 57 subjects (see `layerprune.tasks`).
+    subset is seeded by `seed` and, for MMLU, spread evenly over the 57 subjects (see `layerprune.evaluation.tasks`).
     `batch_size` does not enter the cache key: it changes speed, not (beyond float rounding) the results.
     `identity`: the model's `model_identity` when the caller already has it (hashing the weights is skipped).
     """

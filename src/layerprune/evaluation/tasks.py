@@ -1,7 +1,7 @@
 """lm-eval task configurations for the embedded benchmarks, with the prompts of lm-eval's standard tasks.
 
 The configurations are generated at run time because they name the ABSOLUTE folder of the embedded data
-(``layerprune.assets.benchmark_dir``); each task loads it with ``!function layerprune.tasks.load_benchmark``,
+(``layerprune.assets.benchmark_dir``); each task loads it with ``!function layerprune.evaluation.tasks.load_benchmark``,
 never from the Hugging Face hub. Prompts, answer choices and metrics are copied from lm-eval 0.4's standard tasks
 (``mmlu/default``, ``super_glue/boolq``, ``arc``, ``piqa``, ``hellaswag``, ``winogrande``); HellaSwag and
 Winogrande call lm-eval's own preprocessing functions. lm-eval task names carry the prefix ``lp_`` so they never

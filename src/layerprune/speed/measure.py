@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -172,9 +173,40 @@ def _reset_high_water_mark() -> bool:
     return True
 
 
-def _status_kib(field_name: str) -> int:
-    found = re.search(rf"^{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+def _status_kib(field_name: str, pid: int | str = "self") -> int:
+    found = re.search(rf"^{field_name}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.MULTILINE)
     return int(found.group(1))
+
+
+class ChildPeak:
+    """The largest resident high-water mark (VmHWM, MiB) of any process this one started while inside ``with``
+    (a notebook's kernel, say): polled every `interval` seconds, so what a child needed at most while it ran.
+    NaN where /proc cannot be read."""
+
+    def __init__(self, interval: float = 0.5) -> None:
+        self.interval = interval
+        self.peak = math.nan
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> ChildPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        import psutil
+
+        while True:
+            for child in psutil.Process().children(recursive=True):
+                with contextlib.suppress(OSError, AttributeError):
+                    mib = _status_kib("VmHWM", child.pid) / 1024
+                    self.peak = mib if math.isnan(self.peak) else max(self.peak, mib)
+            if self._stop.wait(self.interval):
+                return
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -17,13 +16,14 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ..adapters import model_device
 from ..cache import model_identity
-from ..cached_results import cached_heldout_loss, cached_profile
-from ..loss import model_device
 from ..machine import amx_cpu, native_bf16_cpu
 from ..models import DTYPE_ENV, default_device, load_model, load_tokenizer, resolve_source
 from ..selection import select_block
 from ..similarity import DistanceProfile, profile_distances
+from ..study.statistics import mcnemar_exact
+from ..study.steps import cached_heldout_loss, cached_profile
 from .measure import PeakMemory, current_mib, in_subprocess, paired_ratio, rounds, timed, torch_threads
 from .profiling import corpus_tokens, plain_forward
 from .report import Check, Report, cacheable
@@ -282,7 +282,7 @@ def dtype_measures(
     progress: bool,
 ) -> dict[str, Any]:
     """One model's profile, held-out loss (nats) and per-question ARC-Easy scores, each cached on its own by the
-    model's identity and the exact inputs (the same entries as the book's: `cached_results`, `evaluate`), so that
+    model's identity and the exact inputs (the same entries as the book's: `study.steps`, `evaluate`), so that
     an interrupted run resumes from the last part it finished."""
     from ..evaluation.harness import evaluate
 
@@ -404,15 +404,7 @@ def answer_rows(reference: Mapping[str, float], compared: Mapping[str, float], n
         {"measure": f"questions right only in {b}", "value": only_b, "detail": ""},
         {
             "measure": "McNemar's exact p (two-sided)",
-            "value": mcnemar_p(only_a, only_b),
+            "value": mcnemar_exact(only_a, only_b),
             "detail": f"binomial(1/2) on the {only_a + only_b} discordant questions",
         },
     ]
-
-
-def mcnemar_p(only_a: int, only_b: int) -> float:
-    """McNemar's exact test: the two-sided binomial p of the discordant pairs splitting as they did, if each
-    went either way with probability 1/2 (1.0 without discordant pairs)."""
-    discordant = only_a + only_b
-    tail = sum(math.comb(discordant, k) for k in range(min(only_a, only_b) + 1)) / 2**discordant
-    return min(1.0, 2 * tail)

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..adapters import get_adapter
+from ..adapters import model_device, num_layers
 from ..cache import model_identity
 from ..data import corpus_blocks
-from ..loss import model_device
 from ..similarity import pair_distance, profile_distances
 from .measure import (
     PeakMemory,
@@ -35,10 +34,6 @@ def corpus_tokens(
     """`count` blocks of `block_size` tokens from one split of a corpus (the embedded one by default)."""
     limits = {split: count}
     return corpus_blocks(tokenizer, corpus, block_size=block_size, max_blocks=limits, splits=(split,), seed=seed)[split]
-
-
-def num_layers(model: nn.Module) -> int:
-    return len(get_adapter(model).decoder_layers(model))
 
 
 @torch.no_grad()

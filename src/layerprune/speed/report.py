@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -13,8 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..cache import cached, decode_records, encode_records, key_part
-from ..machine import timing_machine
+from ..cache import cacheable as store_cacheable
+from ..cache import decode_records, encode_records
 
 
 @dataclass(frozen=True)
@@ -73,27 +71,9 @@ def _plain(value: Any) -> Any:
 
 
 def cacheable(kind: str) -> Callable[[Callable[..., Report]], Callable[..., Report]]:
-    """Give a benchmark a `cache` keyword: with `cache=True` its report is cached like the book's other results,
-    keyed by every argument (models by identity, tensors by digest) and by this machine (`timing_machine`), so a
-    rerun with the same parameters on the same machine shows the numbers measured the first time."""
-
-    def decorate(function: Callable[..., Report]) -> Callable[..., Report]:
-        signature = inspect.signature(function)
-
-        @functools.wraps(function)
-        def run(*args: Any, cache: bool = False, **kwargs: Any) -> Report:
-            if not cache:
-                return function(*args, **kwargs)
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            key = {name: key_part(value) for name, value in bound.arguments.items() if name != "progress"}
-            key["machine"] = timing_machine()
-            measure = functools.partial(function, *args, **kwargs)
-            return cached(f"bench-{kind}", key, measure, encode=Report.to_dict, decode=Report.from_dict)
-
-        return run
-
-    return decorate
+    """A benchmark's report cached like every other result (`layerprune.cache.cacheable`), as a timing: keyed by
+    every argument and this machine, under the kind "bench-<kind>"."""
+    return store_cacheable(f"bench-{kind}", encode=Report.to_dict, decode=Report.from_dict, timing=True)
 
 
 def _significant(value: Any, digits: int = 4) -> Any:

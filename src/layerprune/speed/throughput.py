@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..loss import model_device
+from ..adapters import model_device
 from .measure import (
     PeakMemory,
     current_mib,

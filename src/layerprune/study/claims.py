@@ -1,6 +1,7 @@
-"""The ledger of the paper's claims: for each claim and each model of the book, a verdict computed from the result
-files the chapters wrote, the evidence with its intervals, and where the figure is. `layerprune check-book`
-recomputes it from the result files and compares it with the ledger the book shows."""
+"""The ledger of the paper's claims and their criteria: for each claim and each model of the study, a verdict
+computed from the result files the chapters wrote, the evidence with its intervals, and where the figure is.
+`layerprune check-book` recomputes it from the result files and compares it with the ledger the book shows; the
+book renders it (`layerprune.book.ledger`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .statistics import wilson_interval
+from . import files
+from .statistics import excludes_zero, wilson_interval
 
 HELD, PARTLY, NOT_HELD, UNTESTABLE = "held", "partly held", "did not hold", "not testable here"
 CLAIMS = {
@@ -21,7 +23,7 @@ CLAIMS = {
     "e": "before healing the similarity block beats the last-layers heuristic; after healing they meet",
     "f": "larger models hold their accuracy to a larger fraction of layers removed",
 }
-CHAPTERS = {"01": "01_similarity", "04": "04_results", "05": "05_across_models"}  # where each file is shown
+CHAPTERS = {files.chapter_prefix(chapter): chapter for chapter in files.READS["07_claims"]}  # where each is shown
 DEEP = 0.5  # a block is deep when it starts in the second half of the layers it can start at
 
 
@@ -68,21 +70,21 @@ class _Tables:
             path = self.root / name
             frame = pd.read_csv(path) if path.is_file() else pd.DataFrame()
             if not frame.empty:
-                frame["chapter"] = CHAPTERS[name[:2]]
+                frame["chapter"] = CHAPTERS[files.chapter_prefix(name)]
             self._cache[name] = frame
         return self._cache[name]
 
     def blocks(self) -> pd.DataFrame:
-        return _concat(self.get("01_blocks.csv"), self.get("05_blocks.csv"))
+        return _concat(self.get(files.BLOCKS), self.get(files.LADDER_BLOCKS))
 
     def layers(self) -> pd.DataFrame:
-        return _concat(self.get("01_single_layers.csv"), self.get("05_single_layers.csv"))
+        return _concat(self.get(files.SINGLE_LAYERS), self.get(files.LADDER_SINGLE_LAYERS))
 
     def sweeps(self) -> pd.DataFrame:
-        return _concat(self.get("04_headline.csv"), self.get("04_results.csv"), self.get("05_across_models.csv"))
+        return _concat(self.get(files.HEADLINE), self.get(files.RESULTS), self.get(files.LADDER))
 
     def comparisons(self) -> pd.DataFrame:
-        names = ("04_headline_comparisons.csv", "04_comparisons.csv", "05_comparisons.csv")
+        names = (files.HEADLINE_COMPARISONS, files.COMPARISONS, files.LADDER_COMPARISONS)
         return _concat(*(self.get(name) for name in names))
 
     def models(self) -> list[str]:
@@ -191,7 +193,7 @@ def collapse_point(
     for _, row in _curve(rows, strategy).iterrows():
         if row["strategy"] == "none":
             continue
-        drop = paired_comparison(comparisons, task, row["fraction"], strategy, "pruned", "unpruned")
+        drop = find_comparison(comparisons, task, row["fraction"], strategy, "pruned", "unpruned")
         dropped = dropped or (drop is not None and drop["high"] < 0)
         plateau = plateau if dropped else row["fraction"]
         if collapse is None and reaches_chance(row, task):
@@ -272,13 +274,13 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
             continue
         gap = loss[("last", "pruned")] - loss[("similarity", "pruned")]
         text = f"{fraction:.0%}: loss of last - similarity = {gap:+.2f} nats before healing"
-        before = paired_comparison(comparisons, task, fraction, "last", "pruned", "similarity")
+        before = find_comparison(comparisons, task, fraction, "last", "pruned", "similarity")
         if before is not None:
             text += f" ({task} {before['difference']:+.3f} [{before['low']:+.3f}, {before['high']:+.3f}])"
         before_wins.append(gap > 0 and (before is None or before["low"] <= 0))  # QA not resolved for last
         if ("similarity", "healed") in loss and ("last", "healed") in loss:
             text += f", {loss[('last', 'healed')] - loss[('similarity', 'healed')]:+.2f} after"
-            healed = paired_comparison(comparisons, task, fraction, "last", "healed", "similarity")
+            healed = find_comparison(comparisons, task, fraction, "last", "healed", "similarity")
             if healed is not None:
                 text += (
                     f"; healed {task}, last - similarity = {healed['difference']:+.3f} "
@@ -287,7 +289,7 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
                 if all(reaches_chance(row, task) for _, row in at[at["stage"] == "healed"].iterrows()):
                     text += " (both healed models at chance: meeting there says nothing)"
                 else:
-                    meets.append(not excludes_zero(healed))
+                    meets.append(not excludes_zero(healed["low"], healed["high"]))
         parts.append(text)
     evidence = "; ".join(parts)
     beats = bool(before_wins) and all(before_wins)
@@ -297,12 +299,7 @@ def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
     return (HELD if beats and all(meets) else PARTLY if beats or any(meets) else NOT_HELD), evidence, _figure(rows)
 
 
-def excludes_zero(comparison: pd.Series) -> bool:
-    """Whether a paired comparison's 95% interval (columns "low" and "high") excludes 0: a resolved difference."""
-    return comparison["low"] > 0 or comparison["high"] < 0
-
-
-def paired_comparison(
+def find_comparison(
     comparisons: pd.DataFrame, task: str | None, fraction: float, strategy: str, stage: str, versus: str
 ) -> pd.Series | None:
     """The paired comparison of `strategy` at `stage` against `versus` on `task` at `fraction`, if one was made."""
@@ -321,7 +318,7 @@ def paired_comparison(
 def _size_ladder(tables: _Tables) -> tuple[str, str, str]:
     """Judged on the size ladder (chapter 5), on one task for every model: the first of ARC-Easy and MMLU on which
     at least two models are resolved above chance unpruned."""
-    ladder, comparisons = tables.get("05_across_models.csv"), tables.get("05_comparisons.csv")
+    ladder, comparisons = tables.get(files.LADDER), tables.get(files.LADDER_COMPARISONS)
     models = list(dict.fromkeys(ladder["model"])) if "model" in ladder else []
     for task in ("arc_easy", "mmlu"):
         able = [m for m in models if task in ladder and _above_chance(_of(ladder, m), task)]
@@ -357,38 +354,3 @@ def check_ledger(results: str | Path, shown: str | Path) -> list[str]:
         return [f"{shown} has {len(saved)} lines, the result files give {len(fresh)}"]
     differ = (saved.values != fresh.values).any(axis=1)
     return [f"claim {row.claim} for {row.model}: {row.verdict}" for row in fresh[differ].itertuples()]
-
-
-def verdicts(table: pd.DataFrame) -> pd.DataFrame:
-    """The ledger at a glance: one row per claim, one column per model (or "all"), the verdict in each cell."""
-    matrix = table.pivot(index="claim", columns="model", values="verdict").fillna("")
-    models = list(dict.fromkeys(table["model"]))
-    matrix = matrix[models].reset_index()
-    matrix.insert(1, "statement", [CLAIMS[claim] for claim in matrix["claim"]])
-    return matrix.rename_axis(columns=None)
-
-
-def evidence(table: pd.DataFrame) -> str:
-    """The ledger as Markdown: per claim, each model's verdict and its evidence, with a link to the chapter that
-    shows the figure."""
-    lines = []
-    for claim, rows in table.groupby("claim", sort=True):
-        lines += [f"**({claim}) {CLAIMS[claim]}**", ""]
-        for row in rows.itertuples():
-            link = f" ([figure]({Path(row.figure).stem}.ipynb))" if row.figure else ""
-            lines.append(f"- {row.model}: *{row.verdict}*. {row.evidence}.{link}")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def summary(table: pd.DataFrame) -> str:
-    """Markdown sentences, built from the ledger: how many verdicts of each kind, and which did not hold or held in
-    part (their evidence follows the ledger)."""
-    counts = table["verdict"].value_counts()
-    kinds = [f"{counts[kind]} {kind}" for kind in (HELD, PARTLY, NOT_HELD, UNTESTABLE) if kind in counts]
-    lines = [f"Of {len(table)} verdicts, {', '.join(kinds)}."]
-    for kind, label in ((NOT_HELD, "Did not hold at this scale"), (PARTLY, "Held in part")):
-        rows = table[table["verdict"] == kind]
-        if not rows.empty:
-            lines.append(f"{label}: " + "; ".join(f"({row.claim}) for {row.model}" for row in rows.itertuples()) + ".")
-    return " ".join(lines)

@@ -1,4 +1,4 @@
-"""Uncertainty for the book's claims: bootstrap intervals for D and l*(n) over the profiled sequences, Wilson
+"""Uncertainty for the study's claims: bootstrap intervals for D and l*(n) over the profiled sequences, Wilson
 intervals for an accuracy, and paired comparisons of two models on the same questions (a paired bootstrap of the
 difference and McNemar's exact test)."""
 
@@ -43,7 +43,12 @@ class PairedComparison:
     @property
     def resolved(self) -> bool:
         """True when the 95% interval excludes 0."""
-        return self.low > 0 or self.high < 0
+        return excludes_zero(self.low, self.high)
+
+
+def excludes_zero(low: float, high: float) -> bool:
+    """Whether an interval [low, high] of a difference excludes 0: a resolved difference."""
+    return low > 0 or high < 0
 
 
 def paired_comparison(

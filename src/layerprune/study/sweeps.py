@@ -1,4 +1,4 @@
-"""The results grid of the book: for each fraction x strategy, the pruned model's held-out loss and QA accuracy,
+"""The results grid of the study: for each fraction x strategy, the pruned model's held-out loss and QA accuracy,
 and, where it is healed, the same for the quantized base without an adapter (what quantization alone costs) and
 for the healed model; every question's score is kept, so that any two rows can be compared on the same
 questions."""
@@ -14,16 +14,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..adapters import model_device, model_name
 from ..cache import model_identity, pruned_identity
-from ..cached_results import cached_heldout_loss
-from ..loss import model_device
 from ..machine import release_memory
 from ..prefix import DEFAULT_MAX_BYTES, PrefixStates
 from ..selection import block_for_fraction
-from ..similarity import DistanceProfile, model_name
+from ..similarity import DistanceProfile
 from ..surgery import prune_fraction
-from .experiments import heal_cached
 from .statistics import PairedComparison, paired_comparison
+from .steps import cached_heal, cached_heldout_loss
 
 STAGES = ("pruned", "quantized", "healed")
 """pruned: the pruned model as loaded; quantized: its quantized copy (the healing base) with no adapter; healed."""
@@ -136,7 +135,7 @@ def _healing_variants(
     if quantization is not None:
         base = load_base(pruned, quantization, model_device(pruned))
         variants.append(("quantized", base, model_identity(base)))
-    healed = heal_cached(pruned, tokenizer, heal_blocks, seed=seed, progress=False, **settings).model
+    healed = cached_heal(pruned, tokenizer, heal_blocks, seed=seed, progress=False, **settings).model
     variants.append(("healed", healed, model_identity(healed)))
     return variants
 
