@@ -294,7 +294,7 @@ def test_every_sphinx_extension_is_pinned():
             assert extension.lower().replace("_", "-") in pins, extension
 
 
-def test_the_book_workflow_builds_the_smoke_book_and_deploys_pages():
+def test_the_book_workflow_builds_the_default_book_and_deploys_pages():
     workflow = yaml.safe_load(WORKFLOW.read_text())
     assert "push" in workflow[True]  # YAML 1.1 reads the key `on` as True
     build, deploy = workflow["jobs"]["build"], workflow["jobs"]["deploy"]
@@ -302,7 +302,16 @@ def test_the_book_workflow_builds_the_smoke_book_and_deploys_pages():
     python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python@"))
     assert python["with"]["python-version"] == "3.11"
     commands = [s.get("run") for s in steps]
-    assert commands.index("make setup") < commands.index("make book PROFILE=smoke")
+    assert commands.index("make setup") < commands.index("make book PROFILE=default")
+    restore = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/cache/restore@"))
+    save = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("actions/cache/save@"))
+    assert restore < commands.index("make setup") and save > commands.index("make book PROFILE=default")
+    assert steps[save]["if"] == "always()" and steps[save]["with"]["path"] == steps[restore]["with"]["path"]
+    kept = steps[save]["with"]["path"].split()
+    assert {".cache/layerprune", "results/default", "book/generated"} <= set(kept)
+    assert build["env"]["LAYERPRUNE_CACHE"].endswith(".cache/layerprune")
+    checks = yaml.safe_load((WORKFLOW.parent / "checks.yml").read_text())
+    assert "make book PROFILE=smoke" in [s.get("run") for job in checks["jobs"].values() for s in job["steps"]]
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-pages-artifact@"))
     assert upload["with"]["path"] == "_build/html"
     assert deploy["needs"] == "build" and deploy["permissions"] == {"pages": "write", "id-token": "write"}
@@ -319,7 +328,9 @@ def test_the_book_workflow_passes_the_github_workflow_schema(tmp_path):
     if linter is None:
         pytest.skip("check-jsonschema is not installed (requirements-dev.txt)")
     command = [linter, "--builtin-schema", "vendor.github-workflows"]
-    result = subprocess.run([*command, str(WORKFLOW)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [*command, str(WORKFLOW), str(WORKFLOW.parent / "checks.yml")], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     broken = tmp_path / "broken.yml"
     broken.write_text(WORKFLOW.read_text().replace("runs-on:", "run-on:"))
