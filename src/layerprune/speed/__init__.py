@@ -59,6 +59,6 @@ _NAMES = {
     "precision_agreement": "precision",
     "agreement_rows": "precision",
 }
-_MODULES = ("figures", "inference", "measure", "precision", "profiling", "report", "throughput")
+_MODULES = ("efficiency", "figures", "inference", "measure", "precision", "profiling", "report", "throughput")
 __getattr__ = lazy_attributes(__name__, _MODULES, _NAMES)
 __all__ = sorted(_NAMES)
