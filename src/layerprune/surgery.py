@@ -66,7 +66,7 @@ def shared_copy(model: nn.Module) -> nn.Module:
     tied weights stay tied. Writing into a tensor's values in place (`param.data[...] = ...`, `param.add_()`) would
     reach `model` too: what changes weights must give the copy new tensors. bitsandbytes weights share their
     quantized data, with a quantization state of their own; the weights of an accelerate placement read from the
-    same offload maps.
+    same offload maps; tensors a module keeps as plain attributes are shared too.
     """
     memo: dict[int, Any] = {}
     for param in model.parameters():
@@ -74,9 +74,7 @@ def shared_copy(model: nn.Module) -> nn.Module:
     for buffer in model.buffers():
         memo[id(buffer)] = buffer
     for module in model.modules():
-        for value in vars(module).values():  # tensors kept as plain attributes (e.g. a rotary original_inv_freq)
-            if isinstance(value, torch.Tensor) and not isinstance(value, nn.Parameter):
-                memo.setdefault(id(value), value)
+        _share_plain_tensors(module, memo)
         _share_offload_maps(module, memo)
     copied = copy.deepcopy(model, memo)
     for module in copied.modules():  # a bitsandbytes 4-bit weight points back at its module
@@ -109,6 +107,18 @@ def _shared_parameter(param: nn.Parameter, memo: dict[int, Any]) -> nn.Parameter
             SCB=param.SCB,
         )
     return copy.deepcopy(param, memo)
+
+
+def _share_plain_tensors(module: nn.Module, memo: dict[int, Any]) -> None:
+    """Tensors kept as plain attributes of a module (a rotary `original_inv_freq`) or of an object it holds (the
+    int8 weights in a bitsandbytes `MatmulLtState`) are shared, not copied."""
+    for value in vars(module).values():
+        if isinstance(value, nn.Module | nn.Parameter):
+            continue
+        inner = vars(value).values() if hasattr(value, "__dict__") and not isinstance(value, torch.Tensor) else ()
+        for tensor in [value, *inner]:
+            if isinstance(tensor, torch.Tensor) and not isinstance(tensor, nn.Parameter):
+                memo.setdefault(id(tensor), tensor)
 
 
 def _share_offload_maps(module: nn.Module, memo: dict[int, Any]) -> None:
