@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -16,7 +17,10 @@ from layerprune.errors import InvalidInputError
 from layerprune.healing import CPU_DEFAULTS, PAPER_SETTINGS, BlockSampler, heal
 from layerprune.healing.checkpoints import checkpoint_steps
 from layerprune.healing.merging import merge, save_merged
-from layerprune.tiny import byte_tokenizer, tiny_model
+from layerprune.healing.training import load_base
+from layerprune.models import load_causal_lm, quantized_model
+from layerprune.surgery import prune
+from layerprune.tiny import TINY_FAMILIES, byte_tokenizer, tiny_model
 
 PRUNED = {"original_num_layers": 6, "removed_layers": [3, 4], "strategy": "last", "steps": []}
 TEXT = "the quick brown fox jumps over the lazy dog; seven wizards hex jolly vampires. " * 30
@@ -176,6 +180,88 @@ def test_8bit_heal_uses_int8_layers_and_merges_within_int8_error(blocks):
     adapter = logits(result.model, blocks[:2])
     merged = logits(merge(result), blocks[:2])
     assert (merged - adapter).abs().max() < 0.05 * adapter.abs().max()
+
+
+def state_of(model) -> dict:
+    """What healing and merging a (pruned) copy of a model must leave as it was in that model, bit for bit."""
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    return {
+        "logits": logits(model, ids),
+        "config": model.config.to_dict(),
+        "state": {name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+        "requires_grad": {name: p.requires_grad for name, p in model.named_parameters(remove_duplicate=False)},
+        "modules": [(name, type(module).__name__, module.training) for name, module in model.named_modules()],
+    }
+
+
+def assert_same_state(model, before: dict) -> None:
+    after = state_of(model)
+    assert torch.equal(after.pop("logits"), before["logits"])
+    for name, tensor in after.pop("state").items():
+        assert torch.equal(tensor, before["state"][name]) and tensor.dtype == before["state"][name].dtype, name
+    assert after == {key: value for key, value in before.items() if key not in ("logits", "state")}
+
+
+def storage_bytes(*models) -> int:
+    """The bytes of the distinct storages holding the models' parameters and buffers."""
+    storages = {}
+    for model in models:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("quantization", [None, "4bit"])
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_healing_a_pruned_copy_and_merging_leave_the_source_as_it_was(family, quantization, blocks):
+    model = tiny_model(family, num_layers=6, hidden=64)
+    source = state_of(model)
+    pruned = prune(model, [3, 4], strategy="last")
+    copy_before = state_of(pruned)
+    result = quick(pruned, blocks, quantization=quantization, steps=2, batch_size=2, warmup=1)
+    base = result.model.get_base_model()
+    if quantization is None:  # LoRA wraps a copy over the same frozen tensors: nothing of the model is copied
+        wrapped = {name.replace(".base_layer", ""): p for name, p in base.named_parameters() if "lora_" not in name}
+        for name, tensor in pruned.named_parameters():
+            weight = wrapped[name]
+            assert weight.data_ptr() == tensor.data_ptr() and weight is not tensor, name
+    merged = merge(result)
+    assert_same_state(pruned, copy_before)
+    assert_same_state(model, source)
+    assert merged.config.num_hidden_layers == 4
+    shared = {t.data_ptr() for t in model.state_dict().values()}
+    assert not any(t.data_ptr() in shared for t in merged.state_dict().values())  # merged weights are its own
+
+
+def test_a_healing_base_adds_no_full_copy_of_the_weights():
+    model = tiny_model("llama", num_layers=4, hidden=64)
+    size = storage_bytes(model)
+    assert storage_bytes(model, load_base(model, None, torch.device("cpu"))) == size
+    for quantization, bound in [("4bit", 0.25), ("8bit", 0.3)]:
+        added = storage_bytes(model, load_base(model, quantization, torch.device("cpu"))) - size
+        assert 0 < added < bound * size, (quantization, added / size)
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma3_text"])
+def test_quantizing_in_memory_gives_the_saved_and_reloaded_model(family, quantization):
+    """`quantized_model` replaced saving the model and loading it through bitsandbytes: the same modules, the same
+    quantized bytes (NF4 is packed into float storage, so bytes, not values, are compared), the same logits."""
+    model = tiny_model(family, num_layers=4, hidden=64)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        reference = load_causal_lm(tmp, device="cpu", quantization=quantization)
+    quantized = quantized_model(model, quantization, "cpu")
+    types = [(name, type(module)) for name, module in quantized.named_modules()]
+    assert types == [(name, type(module)) for name, module in reference.named_modules()]
+    expected = reference.state_dict()
+    assert quantized.state_dict().keys() == expected.keys()
+    for name, tensor in quantized.state_dict().items():
+        assert tensor.dtype == expected[name].dtype and tensor.shape == expected[name].shape, name
+        assert torch.equal(tensor.reshape(-1).view(torch.uint8), expected[name].reshape(-1).view(torch.uint8)), name
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(logits(quantized, ids), logits(reference, ids))
+    assert quantized.config.quantization_config.to_dict() == reference.config.quantization_config.to_dict()
 
 
 HELPER = textwrap.dedent(

@@ -79,11 +79,19 @@ def test_greedy_generation_matches(whole, offloaded):
 def test_pruning_an_offloaded_model_keeps_its_placement_and_results(whole, offloaded, blocks, tmp_path):
     model, tokenizer = whole
     reference = lp.prune(model, [2, 3, 5])
+    placement_before = dict(offloaded.hf_device_map)
     pruned = lp.prune(offloaded, [2, 3, 5])  # kept: old layers 0 1 4 6 7, on cpu disk cpu cpu disk
+    assert offloaded.hf_device_map == placement_before and len(offloaded.model.layers) == 8
+    hook = pruned.model.layers[4].mlp.up_proj._hf_hook  # old layer 7, on disk: it reads the source's weights map
+    assert hook.weights_map is offloaded.model.layers[7].mlp.up_proj._hf_hook.weights_map
+    kept, source = pruned.model.layers[2].mlp.up_proj.weight, offloaded.model.layers[4].mlp.up_proj.weight
+    assert kept.data_ptr() == source.data_ptr() and kept is not source  # a layer on the CPU: shared, not copied
     placement = {name: device for name, device in pruned.hf_device_map.items() if name.startswith("model.layers.")}
     assert placement == {f"model.layers.{i}": device for i, device in enumerate(["cpu", "disk", "cpu", "cpu", "disk"])}
     with torch.no_grad():
         torch.testing.assert_close(pruned(blocks).logits, reference(blocks).logits, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(offloaded(blocks).logits, model(blocks).logits, rtol=1e-6, atol=1e-6)
     pruned.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     reloaded, _ = lp.load_model(tmp_path, device="cpu", dtype="float32")

@@ -78,6 +78,24 @@ def test_the_layers_get_back_their_own_forward(ids):
     assert "forward" not in layers[0].__dict__ and layers[1].__dict__["forward"] is hooked
 
 
+def test_sharing_on_a_pruned_copy_stays_on_that_copy(ids):
+    """Pruned copies share their tensors with their source but not their modules: swapping a copy's layer forwards
+    touches neither the source nor another copy, inside the sweep or after it."""
+    model = tiny_model("llama", num_layers=LAYERS)
+    first, second = lp.prune(model, BLOCK), lp.prune(model, BLOCK)
+    expected = [_logits(m, ids) for m in (model, second)]
+    states = PrefixStates()
+    with states.sharing(model, LAYERS, {BLOCK[0]}):
+        _logits(model, ids)
+    with states.sharing(first, BLOCK[0], {BLOCK[0]}):
+        for other in (model, second):
+            assert not any("forward" in vars(layer) for layer in lp.get_adapter(other).decoder_layers(other))
+        assert all(torch.equal(_logits(m, ids), e) for m, e in zip((model, second), expected, strict=True))
+        _logits(first, ids)
+    assert states.layers_skipped == BLOCK[0]  # only the copy's own pass started from the stored state
+    assert all(torch.equal(_logits(m, ids), e) for m, e in zip((model, second), expected, strict=True))
+
+
 def test_nothing_is_stored_past_the_memory_limit(ids):
     model = tiny_model("llama", num_layers=LAYERS)
     states = PrefixStates(max_bytes=0)

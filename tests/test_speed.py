@@ -259,3 +259,21 @@ def test_pruned_speed_is_cached(model, blocks, isolated_cache):
     again = lp.speed.pruned_speed(model, profile, blocks[:2], [0.0, 0.5], repeats=1, cache=True)
     assert again == first and [list(row) for row in again] == [list(row) for row in first]  # same column order
     assert [row["n"] for row in first] == [0, 2] and first[1]["parameters"] < first[0]["parameters"]
+
+
+def test_weight_bytes_count_tied_weights_once(model):
+    tied = tiny_model("gpt2", num_layers=2, hidden=32)
+    assert tied.get_output_embeddings().weight is tied.get_input_embeddings().weight
+    for each in (model, tied):
+        tensors = [*each.parameters(), *each.buffers()]  # parameters() yields a tied weight once
+        assert speed.weight_bytes(each) == sum(t.numel() * t.element_size() for t in tensors)
+    every = tied.named_parameters(remove_duplicate=False)
+    assert speed.weight_bytes(tied) < sum(t.numel() * t.element_size() for _, t in every)
+
+
+@pytest.mark.parametrize("step", ["prune", "base"])
+def test_step_memory_measures_a_step_over_the_weights(step):
+    found = speed.step_memory_of(
+        "tiny-llama", step, fraction=0.25, quantization="4bit", heal_steps=1, batch_size=2, block_size=16
+    )
+    assert found["weights MiB"] > 0 and found["peak MiB"] >= found["step increase MiB"] >= 0

@@ -4,7 +4,7 @@ from transformers import AutoModelForCausalLM
 
 from layerprune.adapters import get_adapter
 from layerprune.errors import InvalidInputError
-from layerprune.surgery import prune
+from layerprune.surgery import prune, shared_copy
 from layerprune.tiny import PAD_ID, TINY_FAMILIES, byte_tokenizer, tiny_config, tiny_model
 
 LAYERS = 6
@@ -49,6 +49,94 @@ def test_pruned_model_equals_the_original_with_layers_skipped(family):
     assert len(get_adapter(model).decoder_layers(model)) == model.config.num_hidden_layers == LAYERS
     indices = [[m.layer_idx for m in layer.modules() if hasattr(m, "layer_idx")] for layer in layers]
     assert all(set(found) == {i} for i, found in enumerate(indices))
+
+
+def snapshot(model) -> dict:
+    """Everything of a model that pruning a copy of it must leave as it was, bit for bit."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    return {
+        "logits": _logits(model, _ids()),
+        "config": model.config.to_dict(),
+        "state": {name: tensor.detach().clone() for name, tensor in model.state_dict().items()},
+        "dtypes": {name: tensor.dtype for name, tensor in model.state_dict().items()},
+        "requires_grad": {name: param.requires_grad for name, param in params.items()},
+        "parameters": {name: id(param) for name, param in params.items()},
+        "modules": [(name, type(module).__name__, module.training) for name, module in model.named_modules()],
+        "layer_attributes": [
+            {key: value for key, value in vars(module).items() if not key.startswith("_")}
+            for layer in get_adapter(model).decoder_layers(model)
+            for module in layer.modules()
+        ],
+        "own_forward": [name for name, module in model.named_modules() if "forward" in vars(module)],
+    }
+
+
+def assert_unchanged(model, before: dict) -> None:
+    after = snapshot(model)
+    torch.testing.assert_close(after.pop("logits"), before["logits"], atol=0, rtol=0)
+    for name, tensor in after.pop("state").items():
+        assert torch.equal(tensor, before["state"][name]), name
+    assert after == {key: value for key, value in before.items() if key not in ("logits", "state")}
+
+
+def storage_bytes(*models) -> int:
+    """The bytes of the distinct storages holding the models' parameters and buffers."""
+    storages = {}
+    for model in models:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+    return sum(storages.values())
+
+
+def source_name(name: str, path: str, keep: list[int]) -> str:
+    """The name in the unpruned model of a pruned model's tensor (its layer index translated back)."""
+    prefix = f"{path}."
+    if not name.startswith(prefix):
+        return name
+    index, rest = name[len(prefix) :].split(".", 1)
+    return f"{prefix}{keep[int(index)]}.{rest}"
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_a_pruned_copy_shares_the_tensors_it_keeps_and_leaves_its_source_as_it_was(family):
+    model = tiny_model(family, num_layers=LAYERS)
+    get_adapter(model).norm(model).requires_grad_(False)  # a frozen part: the copy keeps each flag as it is
+    before = snapshot(model)
+    pruned = prune(model, REMOVED)
+    assert_unchanged(model, before)
+    keep = [i for i in range(LAYERS) if i not in REMOVED]
+    path = get_adapter(model).layers
+    source = model.state_dict()
+    for name, tensor in pruned.state_dict().items():
+        assert tensor.data_ptr() == source[source_name(name, path, keep)].data_ptr(), name
+    source_params = dict(model.named_parameters())
+    for name, param in pruned.named_parameters():
+        original = source_params[source_name(name, path, keep)]
+        assert param is not original and param.requires_grad == original.requires_grad, name
+    if model.config.tie_word_embeddings:
+        assert pruned.get_output_embeddings().weight is pruned.get_input_embeddings().weight
+    assert storage_bytes(model, pruned) == storage_bytes(model)  # the copy adds no tensor storage at all
+    pruned.requires_grad_(False).train()  # what healing does to its copy...
+    pruned.to(torch.float64)  # ... and moving or casting it: only the copy's parameters are rebound
+    assert all(p.dtype == torch.float64 for p in pruned.parameters())
+    get_adapter(pruned).decoder_layers(pruned)[0].mlp = torch.nn.Identity()
+    assert_unchanged(model, before)
+    torch.testing.assert_close(
+        _logits(prune(model, REMOVED), _ids()), _logits(model, _ids(), REMOVED), atol=1e-5, rtol=0
+    )
+
+
+def test_shared_copies_are_independent_of_each_other():
+    model = tiny_model("llama", num_layers=LAYERS)
+    before = snapshot(model)
+    first, second = shared_copy(model), shared_copy(model)
+    first.model.layers[0].self_attn.layer_idx = 7
+    first.config.num_hidden_layers = 2
+    first.requires_grad_(False)
+    assert second.model.layers[0].self_attn.layer_idx == 0 and second.config.num_hidden_layers == LAYERS
+    assert all(p.requires_grad for p in second.parameters())
+    assert_unchanged(model, before)
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
@@ -136,7 +224,11 @@ def test_gpt2_scaling_by_inverse_layer_index_survives_renumbering(tmp_path):
     config.scale_attn_by_inverse_layer_idx = True
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).eval()
+    before = snapshot(model)
     pruned = prune(model, [0, 2])
+    assert_unchanged(model, before)  # the folded query weights are new tensors, not the shared ones scaled
+    assert pruned.transformer.h[0].attn.c_attn.weight.data_ptr() != model.transformer.h[1].attn.c_attn.weight.data_ptr()
+    assert pruned.transformer.h[0].mlp.c_fc.weight.data_ptr() == model.transformer.h[1].mlp.c_fc.weight.data_ptr()
     torch.testing.assert_close(_logits(pruned, _ids()), _logits(model, _ids(), [0, 2]), atol=1e-5, rtol=0)
     pruned.save_pretrained(tmp_path)
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
@@ -151,8 +243,12 @@ def test_bitsandbytes_models_can_be_pruned(quantization, tmp_path):
     tiny_model("llama", num_layers=4, hidden=64).save_pretrained(source)
     byte_tokenizer().save_pretrained(source)
     model, _ = load_model(source, device="cpu", quantization=quantization)
+    before = _logits(model, _ids())
     pruned = prune(model, [1])
     torch.testing.assert_close(_logits(pruned, _ids()), _logits(model, _ids(), [1]), atol=1e-5, rtol=0)
+    kept, original = pruned.model.layers[1].mlp.up_proj.weight, model.model.layers[2].mlp.up_proj.weight
+    assert kept.data_ptr() == original.data_ptr() and kept is not original  # quantized data shared, not copied
+    torch.testing.assert_close(_logits(model, _ids()), before, atol=0, rtol=0)
     pruned.save_pretrained(tmp_path / "pruned")
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned", device_map={"": "cpu"})
     assert type(reloaded.model.layers[0].mlp.up_proj) is type(model.model.layers[0].mlp.up_proj)

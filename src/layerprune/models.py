@@ -3,6 +3,7 @@ device or placed by accelerate over GPUs, CPU and disk."""
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -185,6 +186,34 @@ def load_causal_lm(
     if quantization == "4bit":
         disable_cpu_weight_packing(model)
     return model.eval()
+
+
+def quantized_model(
+    model: PreTrainedModel, quantization: Quantization, device: str | torch.device | None = None
+) -> PreTrainedModel:
+    """A 4-bit or 8-bit model of an in-memory full-precision `model`, built from its state dict in memory: the
+    weights `load_causal_lm` gives for the model saved and loaded with `quantization` (same dtype, same quantized
+    bytes), without a saved copy on disk or a second full-precision copy in memory.
+
+    The tensors that stay unquantized (embeddings, norms, biases) may share their storage with `model`'s where the
+    dtype does not change; `model` itself is left as it was.
+    """
+    if quantization is None:
+        raise InvalidInputError("quantized_model needs a quantization ('4bit' or '8bit')")
+    target = resolve_device(device)
+    torch_dtype = resolve_dtype(None, target)
+    quantized = type(model).from_pretrained(
+        None,
+        config=copy.deepcopy(model.config),
+        state_dict=model.state_dict(),
+        dtype=torch_dtype,
+        device_map={"": str(target)},
+        quantization_config=quantization_config(quantization, torch_dtype),
+    )
+    quantized.config.name_or_path = model.config.name_or_path
+    if quantization == "4bit":
+        disable_cpu_weight_packing(quantized)
+    return quantized.eval()
 
 
 def placement_kwargs(

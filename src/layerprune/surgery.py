@@ -3,6 +3,11 @@
 The pruned model renumbers its layers 0..L'-1 (the KV cache is indexed by `layer_idx`), carries a config whose
 layer count and per-layer lists match, saves and reloads with `save_pretrained` / `from_pretrained`, and
 records what was removed in `config.layerprune`.
+
+A pruned copy costs almost no memory: it is a new module tree and config over the very tensors of its source
+(`shared_copy`), so only the module shells are new. The source is never changed: nothing writes into a shared
+tensor, and each copy has parameter objects of its own (its `requires_grad`, `.to()` and swapped modules stay its
+own).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from dataclasses import dataclass
 from numbers import Integral
 from typing import Any
 
+import torch
 from torch import nn
 
 from .adapters import get_adapter, num_layers
@@ -28,7 +34,8 @@ _BOUNDARY_FIELDS = ("max_window_layers",)
 def prune(model: nn.Module, layers: Iterable[int], *, inplace: bool = False, strategy: str | None = None) -> nn.Module:
     """The model without the decoder layers `layers` (indices in its current numbering).
 
-    A deep copy is pruned unless `inplace`. `strategy` (e.g. "similarity") is recorded in `config.layerprune`:
+    Unless `inplace`, a copy is pruned that shares its tensors with `model` (`shared_copy`): it costs almost no
+    memory, and `model` stays as it was. `strategy` (e.g. "similarity") is recorded in `config.layerprune`:
     {"original_num_layers", "removed_layers" (original numbering), "strategy" (of the latest call), "steps"}.
     Models carrying PEFT adapters are refused: prune the base model, then heal it. A model placed by a device_map
     (over several devices, or offloaded to CPU or disk) is pruned where it lies, nothing is materialised: kept
@@ -42,12 +49,85 @@ def prune(model: nn.Module, layers: Iterable[int], *, inplace: bool = False, str
     keep = [i for i in range(count) if i not in removed]
     settings = _config_updates(model.config, keep, count, adapter.layer_fields)
     settings["layerprune"] = _record(model.config, keep, removed, count, strategy)
-    target = model if inplace else copy.deepcopy(model)
+    target = model if inplace else shared_copy(model)
     _cut_layers(target, adapter.layers, keep)
     _renumber_device_map(target, adapter.layers, keep)
     for key, value in settings.items():
         setattr(target.config, key, value)
     return target
+
+
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` (module tree, config, hooks) whose parameters and buffers share their storage with
+    `model`'s: only the module shells are copied, so it costs almost no memory.
+
+    Each parameter gets a new parameter object over the same storage, so that setting `requires_grad`, moving or
+    casting the copy (`.to()` rebinds a parameter's data) and replacing its modules leave `model` as it was;
+    tied weights stay tied. Writing into a tensor's values in place (`param.data[...] = ...`, `param.add_()`) would
+    reach `model` too: what changes weights must give the copy new tensors. bitsandbytes weights share their
+    quantized data, with a quantization state of their own; the weights of an accelerate placement read from the
+    same offload maps; tensors a module keeps as plain attributes are shared too.
+    """
+    memo: dict[int, Any] = {}
+    for param in model.parameters():
+        memo[id(param)] = _shared_parameter(param, memo)
+    for buffer in model.buffers():
+        memo[id(buffer)] = buffer
+    for module in model.modules():
+        _share_plain_tensors(module, memo)
+        _share_offload_maps(module, memo)
+    copied = copy.deepcopy(model, memo)
+    for module in copied.modules():  # a bitsandbytes 4-bit weight points back at its module
+        weight = module._parameters.get("weight")
+        if weight is not None and hasattr(weight, "module") and hasattr(weight, "quant_state"):
+            weight.module = module
+    return copied
+
+
+def _shared_parameter(param: nn.Parameter, memo: dict[int, Any]) -> nn.Parameter:
+    """A new parameter object over `param`'s storage (a bitsandbytes one with a copy of its small quantization
+    state, which its CPU kernels rewrite in place); an unknown parameter class is deep-copied."""
+    kind = type(param).__name__
+    if type(param) is nn.Parameter:
+        return nn.Parameter(param.data, requires_grad=param.requires_grad)
+    if kind == "Params4bit":
+        shared = copy.copy(param)  # the same data; quant_state, module replaced below and by shared_copy
+        if param.quant_state is not None:
+            shared.quant_state = memo[id(param.quant_state)] = copy.deepcopy(param.quant_state)
+        return shared
+    if kind == "Int8Params":
+        for statistic in (param.CB, param.SCB):
+            if statistic is not None:
+                memo[id(statistic)] = statistic
+        return type(param)(
+            param.data,
+            requires_grad=param.requires_grad,
+            has_fp16_weights=param.has_fp16_weights,
+            CB=param.CB,
+            SCB=param.SCB,
+        )
+    return copy.deepcopy(param, memo)
+
+
+def _share_plain_tensors(module: nn.Module, memo: dict[int, Any]) -> None:
+    """Tensors kept as plain attributes of a module (a rotary `original_inv_freq`) or of an object it holds (the
+    int8 weights in a bitsandbytes `MatmulLtState`) are shared, not copied."""
+    for value in vars(module).values():
+        if isinstance(value, nn.Module | nn.Parameter):
+            continue
+        inner = vars(value).values() if hasattr(value, "__dict__") and not isinstance(value, torch.Tensor) else ()
+        for tensor in [value, *inner]:
+            if isinstance(tensor, torch.Tensor) and not isinstance(tensor, nn.Parameter):
+                memo.setdefault(id(tensor), tensor)
+
+
+def _share_offload_maps(module: nn.Module, memo: dict[int, Any]) -> None:
+    """The weights maps of accelerate's hooks (offloaded weights, read only) are shared, not copied."""
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in [hook, *getattr(hook, "hooks", ())]:
+        weights = getattr(candidate, "weights_map", None)
+        if weights is not None:
+            memo[id(weights)] = weights
 
 
 @dataclass(frozen=True)
@@ -147,7 +227,8 @@ def _renumber_device_map(model: nn.Module, path: str, keep: list[int]) -> None:
 
 def _fold_inverse_layer_scaling(module: nn.Module, old: int, new: int) -> None:
     """GPT-2 with scale_attn_by_inverse_layer_idx divides attention scores by layer_idx + 1, recomputed from the
-    renumbered index on reload: fold the change into the query weights so scores stay as they were."""
+    renumbered index on reload: fold the change into the query weights so scores stay as they were. The folded
+    weights are new tensors: the layer's old ones may be shared with the model it was pruned from."""
     if not getattr(module, "scale_attn_by_inverse_layer_idx", False) or old == new:
         return
     conv = module.c_attn
@@ -157,8 +238,12 @@ def _fold_inverse_layer_scaling(module: nn.Module, old: int, new: int) -> None:
         )
     factor = (new + 1) / (old + 1)
     width = module.embed_dim
-    conv.weight.data[:, :width] *= factor
-    conv.bias.data[:width] *= factor
+    with torch.no_grad():
+        weight, bias = conv.weight.detach().clone(), conv.bias.detach().clone()
+        weight[:, :width] *= factor
+        bias[:width] *= factor
+    conv.weight = nn.Parameter(weight, requires_grad=conv.weight.requires_grad)
+    conv.bias = nn.Parameter(bias, requires_grad=conv.bias.requires_grad)
     module.scaling *= (old + 1) / (new + 1)
 
 

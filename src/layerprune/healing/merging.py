@@ -128,13 +128,16 @@ def _quantization(model: PreTrainedModel) -> str | None:
 
 
 def _full_precision_copy(base: PreTrainedModel) -> PreTrainedModel:
-    """A float32 model of the same configuration (quantization dropped) holding the base's dequantized weights."""
+    """A float32 model of the same configuration (quantization dropped) holding the base's dequantized weights, in
+    tensors of its own (the base's may be shared with the model it was pruned from: they are only read). Each
+    weight is copied in as it is read, so no second full copy is held on the way."""
     config = copy.deepcopy(base.config)
     config.__dict__.pop("quantization_config", None)
     with no_init_weights():
         plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    state = {key: _float32_tensor(base, plain, key) for key in plain.state_dict()}
-    plain.load_state_dict(state)
+    with torch.no_grad():
+        for key, tensor in plain.state_dict(keep_vars=True).items():
+            tensor.copy_(_float32_tensor(base, plain, key))
     return plain
 
 
@@ -148,7 +151,7 @@ def _float32_tensor(base: PreTrainedModel, plain: PreTrainedModel, key: str) -> 
         tensor = _dequantized_weight(module, module_name)
         if isinstance(plain.get_submodule(module_name), Conv1D):
             tensor = tensor.T
-    return tensor.detach().to("cpu", torch.float32 if tensor.is_floating_point() else tensor.dtype).clone()
+    return tensor.detach().to("cpu", torch.float32 if tensor.is_floating_point() else tensor.dtype)
 
 
 def _dequantized_weight(module: torch.nn.Module, name: str) -> torch.Tensor:

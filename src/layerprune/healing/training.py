@@ -4,10 +4,8 @@ dropout 0.05), AdamW, cosine schedule with warm-up; seeded, checkpointed and res
 
 from __future__ import annotations
 
-import copy
 import json
 import math
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -26,7 +24,8 @@ from ..adapters import get_adapter
 from ..cache import model_identity, tensor_digest
 from ..errors import InvalidInputError
 from ..loss import HeldoutLoss, heldout_loss, next_token_loss_sum, vocab_size
-from ..models import Quantization, load_causal_lm, load_model
+from ..models import Quantization, load_model, quantized_model
+from ..surgery import shared_copy
 from ..validation import check_int, check_token_blocks, check_vocabulary
 from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
 from .parallel import BlockSampler, Processes
@@ -98,7 +97,8 @@ def heal(
 ) -> HealResult:
     """Heal a (pruned) model with LoRA on a quantized (QLoRA) or full-precision base; returns a `HealResult`.
 
-    `model_or_path` is an in-memory full-precision model (not modified: it is quantized or copied) or anything
+    `model_or_path` is an in-memory full-precision model (not modified: it is quantized, or LoRA wraps a copy that
+    shares its frozen tensors) or anything
     `load_model` accepts. Each optimizer step uses ``batch_size * grad_accum`` blocks of `train_blocks` ([N, T]
     token ids), split over the processes under ``accelerate launch``; `alpha` defaults to `rank`; `targets` is
     ``"ffn"`` (the architecture's FFN projections, as in the paper) or module-name suffixes. With
@@ -164,7 +164,12 @@ def _check_split(recipe: Recipe, procs: Processes) -> None:
 def load_base(
     model_or_path: PreTrainedModel | str | Path, quantization: Quantization, device: torch.device
 ) -> PreTrainedModel:
-    """The model to train: loaded (quantized) from a path, or a quantized / full-precision copy of a model."""
+    """The model to train: loaded (quantized) from a path, or a quantized / full-precision copy of a model.
+
+    A copy of an in-memory model holds no second full-precision copy of its weights: without quantization it is a
+    `shared_copy` (new module shells over the same frozen tensors, which training never writes), quantized it is
+    built from the model's state dict in memory (`models.quantized_model`). The model itself is left as it was,
+    `requires_grad` included; `.to(device)` moves only the copy."""
     if isinstance(model_or_path, str | Path):
         model, _ = load_model(model_or_path, device=device, quantization=quantization)
     elif not isinstance(model_or_path, PreTrainedModel) or isinstance(model_or_path, PeftModel):
@@ -177,17 +182,10 @@ def load_base(
             "the model is already quantized; pass the full-precision model (or its directory) and the quantization"
         )
     elif quantization is None:
-        model = copy.deepcopy(model_or_path).to(device)
+        model = shared_copy(model_or_path).to(device)
     else:
-        model = _quantized_copy(model_or_path, quantization, device)
+        model = quantized_model(model_or_path, quantization, device)
     return model
-
-
-def _quantized_copy(model: PreTrainedModel, quantization: Quantization, device: torch.device) -> PreTrainedModel:
-    """Quantize an in-memory model by saving it to a temporary directory and loading it through bitsandbytes."""
-    with tempfile.TemporaryDirectory(prefix="layerprune-heal-") as tmp:
-        model.save_pretrained(tmp)
-        return load_causal_lm(tmp, device=device, quantization=quantization)
 
 
 def linear_suffixes(model: nn.Module) -> list[str]:

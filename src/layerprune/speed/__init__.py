@@ -1,5 +1,6 @@
 """Speed measurement: what the method costs and what pruning buys, measured side by side (`measure`), reported
-against goals (`report`), for profiling, pruned inference, healing, evaluation and bfloat16 against float32.
+against goals (`report`), for profiling, pruned inference, healing, evaluation, bfloat16 against float32, and the
+memory of each step against the weights.
 `bench/` runs them."""
 
 from .._lazy import lazy_attributes
@@ -46,6 +47,11 @@ _NAMES = {
     "healing_speed": "throughput",
     "evaluation_speed": "throughput",
     "speedup_figure": "figures",
+    "STEPS": "memory",
+    "PEAK_GOAL": "memory",
+    "weight_bytes": "memory",
+    "step_memory_of": "memory",
+    "step_memory": "memory",
     "DTYPES": "precision",
     "FORWARD_GOALS": "precision",
     "BF16_PEAK_GOALS_MIB": "precision",
@@ -59,6 +65,6 @@ _NAMES = {
     "precision_agreement": "precision",
     "agreement_rows": "precision",
 }
-_MODULES = ("efficiency", "figures", "inference", "measure", "precision", "profiling", "report", "throughput")
+_MODULES = ("efficiency", "figures", "inference", "measure", "memory", "precision", "profiling", "report", "throughput")
 __getattr__ = lazy_attributes(__name__, _MODULES, _NAMES)
 __all__ = sorted(_NAMES)
