@@ -60,6 +60,6 @@ bench: setup
 	$(BIN)/python bench/evaluation.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/sweep.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/precision.py $(BENCH_MODEL) $(BENCH_ARGS)
-	$(BIN)/python bench/efficiency.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/utilization.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/memory.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/book.py --profile $(BENCH_PROFILE)

@@ -277,3 +277,17 @@ def test_step_memory_measures_a_step_over_the_weights(step):
         "tiny-llama", step, fraction=0.25, quantization="4bit", heal_steps=1, batch_size=2, block_size=16
     )
     assert found["weights MiB"] > 0 and found["peak MiB"] >= found["step increase MiB"] >= 0
+
+
+def test_flops_per_token_counts_every_linear_weight_twice_and_the_causal_attention():
+    from layerprune.speed import utilization
+
+    model = tiny_model("llama", num_layers=2, hidden=32)
+    linear = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
+    head = model.lm_head.weight.numel()
+    assert utilization.flops_per_token(model, 16) == 2 * (linear + head) + 2 * 2 * 32 * 16
+    assert utilization.flops_per_token(model, 16, head=False) == 2 * linear + 2 * 2 * 32 * 16
+    report = utilization.utilization_report(1e6, {"tokens/s": 10.0, "FLOP/s": 1e7}, {"method": "LoRA", "tokens/s": 2.0},
+                                            16, 2e7, "torch.float32")  # fmt: skip
+    assert [check.value for check in report.checks] == pytest.approx([0.5, 0.2])
+    assert [check.met for check in report.checks] == [True, False]

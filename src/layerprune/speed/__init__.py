@@ -65,6 +65,16 @@ _NAMES = {
     "precision_agreement": "precision",
     "agreement_rows": "precision",
 }
-_MODULES = ("efficiency", "figures", "inference", "measure", "memory", "precision", "profiling", "report", "throughput")
+_MODULES = (
+    "figures",
+    "inference",
+    "measure",
+    "memory",
+    "precision",
+    "profiling",
+    "report",
+    "throughput",
+    "utilization",
+)
 __getattr__ = lazy_attributes(__name__, _MODULES, _NAMES)
 __all__ = sorted(_NAMES)

