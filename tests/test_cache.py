@@ -1,9 +1,19 @@
+import dataclasses
 import json
 
 import torch
 
 from layerprune.book.experiments import cached_generations, pruned_losses
-from layerprune.cache import cache_root, cached, decode_records, encode_records, tensor_digest
+from layerprune.cache import (
+    cache_root,
+    cached,
+    cached_batch,
+    decode_records,
+    encode_records,
+    key_part,
+    path_digest,
+    tensor_digest,
+)
 from layerprune.evaluation.generation import greedy_generate
 from layerprune.loss import heldout_loss
 from layerprune.similarity import profile_distances
@@ -65,3 +75,32 @@ def test_pruned_losses_and_generations_from_the_cache_equal_direct_runs(isolated
     direct = greedy_generate(model, tokenizer, ["The Union"], max_new_tokens=4)
     assert cached_generations(model, tokenizer, ["The Union"], max_new_tokens=4) == direct
     assert cached_generations(model, tokenizer, ["The Union"], max_new_tokens=4) == direct
+
+
+def test_profiles_and_local_paths_enter_keys_by_content(tmp_path):
+    model = tiny_model("llama", num_layers=2)
+    profile = profile_distances(model, torch.randint(0, 256, (2, 8)), progress=False)
+    assert key_part(profile) == key_part(dataclasses.replace(profile, model_name="/somewhere/else/model"))
+    assert key_part(profile) != key_part(dataclasses.replace(profile, token="all"))
+    for where in ("a", "b"):
+        (tmp_path / where / "sub").mkdir(parents=True)
+        (tmp_path / where / "sub" / "weights.bin").write_bytes(b"\x00\x01" * 10)
+    assert key_part(str(tmp_path / "a")) == key_part(tmp_path / "b") == {"content": path_digest(tmp_path / "a")}
+    (tmp_path / "b" / "sub" / "weights.bin").write_bytes(b"\x00\x02" * 10)
+    assert key_part(tmp_path / "a") != key_part(tmp_path / "b")
+    assert key_part("smollm2-135m") == "smollm2-135m" and key_part("sotu") == "sotu"
+
+
+def test_entries_computed_together_are_each_stored_and_read_back(isolated_cache):
+    calls = []
+
+    def compute(names):
+        calls.append(list(names))
+        return {name: {"value": len(name)} for name in names}
+
+    keys = {"ab": {"k": 1}, "abc": {"k": 2}}
+    assert cached_batch("demo", keys, compute, encode=dict, decode=dict) == {"ab": {"value": 2}, "abc": {"value": 3}}
+    more = {**keys, "abcd": {"k": 3}}
+    assert cached_batch("demo", more, compute, encode=dict, decode=dict)["abcd"] == {"value": 4}
+    assert calls == [["ab", "abc"], ["abcd"]]
+    assert cached("demo", {"k": 2}, lambda: {"value": 0}, encode=dict, decode=dict) == {"value": 3}
