@@ -3,8 +3,9 @@
 `evaluate` runs lm-eval's ``HFLM`` on the model object itself (plain, pruned, PeftModel or bitsandbytes 4-bit)
 with the task configurations of `layerprune.evaluation.tasks`. Results, with each question's score, are cached
 per task (`layerprune.cache`, kind "evaluation"), keyed by the model's identity (weights, config and prune/heal
-history), the task configuration, shot count, limit and seed; a cache hit does not run the model. lm-eval's log
-messages are hidden unless the ``lm_eval`` logger has been given a level
+history), the task configuration, shot count, limit and seed; a cache hit does not run the model. The model is
+scored by `scoring.ContinuationHFLM`: lm-eval's HFLM with the LM head applied only where a continuation token is
+scored (the same scores). lm-eval's log messages are hidden unless the ``lm_eval`` logger has been given a level
 (``logging.getLogger("lm_eval").setLevel("INFO")``) or ``LMEVAL_LOG_LEVEL`` is set.
 """
 
@@ -28,7 +29,6 @@ import lm_eval
 import lm_eval.api.model
 import lm_eval.api.task
 from lm_eval.evaluator import evaluate as lm_evaluate
-from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from torch import nn
 from transformers import PreTrainedTokenizerBase
@@ -37,6 +37,7 @@ from ..cache import atomic_file, entry_lock, model_identity, read_entry, stable_
 from ..errors import InvalidInputError
 from ..loss import model_device
 from ..validation import check_int
+from .scoring import ContinuationHFLM
 from .tasks import TASKS, Limit, resolve_limits, resolve_tasks, task_configs, write_configs
 
 FORMAT_VERSION = 2  # 2: per-question scores stored beside the rows
@@ -192,8 +193,21 @@ def _run(
     seed: int,
     batch_size: int,
     progress: bool,
-) -> dict[str, list[dict[str, Any]]]:
+) -> dict[str, dict[str, Any]]:
     """Run lm-eval once over all `configs` (short name -> YAML files) and return rows per task."""
+    results, _ = lm_eval_results(model, tokenizer, configs, seed, batch_size, progress)
+    return {name: {"rows": _rows(name, results), "questions": _questions(name, results)} for name in configs}
+
+
+def lm_eval_results(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    configs: Mapping[str, dict],
+    seed: int,
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """lm-eval's results of one run over all `configs` (with every sample logged) and its task objects by name."""
     was_training, used_cache = model.training, model.config.use_cache
     model.config.use_cache = False  # scoring reuses no KV cache (generation asks for one itself)
     with tempfile.TemporaryDirectory(prefix="layerprune-tasks-") as tmp, _quiet_lm_eval():
@@ -212,11 +226,12 @@ def _run(
         finally:
             model.train(was_training)
             model.config.use_cache = used_cache
-    return {name: {"rows": _rows(name, results), "questions": _questions(name, results)} for name in configs}
+    return results, dict(loaded["tasks"])
 
 
-class _ProgressHFLM(HFLM):
-    """lm-eval's HFLM whose request progress bars can be switched off."""
+class _ProgressHFLM(ContinuationHFLM):
+    """`ContinuationHFLM` (lm-eval's HFLM scoring only continuation positions) whose request progress bars can be
+    switched off."""
 
     show_progress = True
 

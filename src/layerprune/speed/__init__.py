@@ -45,6 +45,7 @@ _NAMES = {
     "healing_run": "throughput",
     "healing_speed": "throughput",
     "evaluation_speed": "throughput",
+    "scoring_speed": "throughput",
     "speedup_figure": "figures",
     "DTYPES": "precision",
     "FORWARD_GOALS": "precision",
