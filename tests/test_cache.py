@@ -1,5 +1,9 @@
 import dataclasses
+import getpass
 import json
+import shutil
+import socket
+from pathlib import Path
 
 import torch
 
@@ -75,6 +79,58 @@ def test_pruned_losses_and_generations_from_the_cache_equal_direct_runs(isolated
     direct = greedy_generate(model, tokenizer, ["The Union"], max_new_tokens=4)
     assert cached_generations(model, tokenizer, ["The Union"], max_new_tokens=4) == direct
     assert cached_generations(model, tokenizer, ["The Union"], max_new_tokens=4) == direct
+
+
+def _no_forward(model: torch.nn.Module, monkeypatch) -> None:
+    """Make every module of `model` raise when called: whatever comes back afterwards came from the cache."""
+
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the model ran")
+
+    for module in model.modules():
+        monkeypatch.setattr(module, "forward", refuse)
+
+
+def test_a_cache_moved_to_another_directory_serves_every_result(tmp_path, monkeypatch):
+    """Keys hold content only: a cache filled here, copied to another directory, with the benchmark data read from
+    another folder and the process in another working directory, gives back every result with no model run."""
+    from layerprune.assets import benchmark_dir
+    from layerprune.cached_results import cached_heldout_loss, cached_profile
+    from layerprune.evaluation import harness, tasks
+
+    used = {tasks.TASKS[name].benchmark for name in ("arc_easy", "mmlu")}
+    real = {dataset: benchmark_dir(dataset) for dataset in used}  # the embedded data, before the cache moves
+    first, moved = tmp_path / "here" / "cache", tmp_path / "there" / "cache"
+    monkeypatch.setenv("LAYERPRUNE_CACHE", str(first))
+    monkeypatch.setattr(tasks, "benchmark_dir", real.__getitem__)
+    monkeypatch.chdir(tmp_path)
+    model, tokenizer = tiny_model("llama", num_layers=3, hidden=32), byte_tokenizer()
+    blocks = torch.randint(0, 256, (4, 16), generator=torch.Generator().manual_seed(0))
+    limits = {"arc_easy": 3, "mmlu": 3}
+    results = harness.evaluate(model, tokenizer, list(limits), limit=limits, progress=False)
+    profile = cached_profile(model, blocks, progress=False)
+    loss = cached_heldout_loss(model, blocks, progress=False)
+
+    shutil.copytree(first, moved)
+    shutil.rmtree(first)
+    data = tmp_path / "elsewhere" / "benchmarks"
+    copies = {dataset: data / dataset for dataset in used}
+    for dataset, folder in copies.items():
+        shutil.copytree(real[dataset], folder)
+    monkeypatch.setenv("LAYERPRUNE_CACHE", str(moved))
+    monkeypatch.setattr(tasks, "benchmark_dir", copies.__getitem__)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    _no_forward(model, monkeypatch)
+
+    again = harness.evaluate(model, tokenizer, list(limits), limit=limits, progress=False)
+    assert again == results  # rows, question scores and probabilities
+    assert cached_profile(model, blocks, progress=False).to_dict() == profile.to_dict()
+    assert cached_heldout_loss(model, blocks, progress=False) == loss
+    assert not first.exists()
+    stored = "\n".join(path.read_text() for path in (moved / "results").rglob("*.json"))
+    for local in (str(tmp_path), str(Path.home()), socket.gethostname(), getpass.getuser(), "site-packages"):
+        assert f'"{local}' not in stored and f"{local}/" not in stored, local
 
 
 def test_profiles_and_local_paths_enter_keys_by_content(tmp_path):

@@ -296,6 +296,27 @@ def test_per_question_scores_are_stored_and_average_to_the_headline(eval_cache, 
     assert sum(arc.values()) / len(arc) == pytest.approx(rows["arc_easy"]["value"])
     again = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=6, progress=False)  # from the cache
     assert again.questions == results.questions
+    assert again.probabilities == results.probabilities
+
+
+def test_each_question_keeps_the_probability_of_its_right_answer(eval_cache, tiny, tokenizer):
+    """The softmax over the choices of the log-likelihoods lm-eval's acc compares, at the right answer: for two
+    choices it is above 1/2 exactly where the question is scored right."""
+    configs = {name: task_configs(name, limit=limit) for name, limit in {"arc_easy": 5, "winogrande": 5}.items()}
+    results, loaded = evaluation.lm_eval_results(tiny, tokenizer, configs, 0, 4, False)
+    for name in configs:
+        probabilities = evaluation._probabilities(name, results, loaded)
+        assert probabilities.keys() == evaluation._questions(name, results).keys()
+        for sample in results["samples"][f"lp_{name}"]:
+            logliks = torch.tensor([response[0] for response in sample["filtered_resps"]], dtype=torch.float64)
+            task = loaded[f"lp_{name}"]
+            gold = task.doc_to_text(sample["doc"]) if name == "winogrande" else sample["target"]
+            expected = torch.softmax(logliks, 0)[gold].item()
+            assert probabilities[f"lp_{name}:{sample['doc_id']}"] == pytest.approx(expected, abs=1e-12)
+            assert (expected == torch.softmax(logliks, 0).max().item()) == bool(sample["acc"])
+    scored = evaluate(tiny, tokenizer, ["winogrande"], limit=5, progress=False)
+    for key, probability in scored.probabilities["winogrande"].items():
+        assert 0.0 <= probability <= 1.0 and (probability > 0.5) == (scored.questions["winogrande"][key] == 1.0)
 
 
 def _samples_agree(stock: dict, ours: dict, tolerance: float) -> None:
