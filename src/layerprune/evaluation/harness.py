@@ -245,6 +245,7 @@ def lm_eval_results(
         lm = _ProgressHFLM(
             pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model_device(model))
         )
+        lm._device = model_device(model)  # HFLM takes a model object's `.device`: "meta" where accelerate offloaded
         lm.show_progress = progress
         try:
             results = lm_evaluate(lm=lm, task_dict=loaded, log_samples=True)
