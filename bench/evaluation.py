@@ -1,5 +1,7 @@
 """Evaluation: lm-eval throughput (layerprune.evaluation.evaluate, cache off) next to a raw forward pass over
-exactly the batches lm-eval gave the model."""
+exactly the batches lm-eval gave the model; then one MMLU pass scored as lm-eval's HFLM does (LM head and
+log-softmax at every position) against evaluate's scoring (the head only at the continuation positions), side by
+side in one run, with the check that every question gets the same score."""
 
 from __future__ import annotations
 
@@ -11,14 +13,31 @@ from layerprune import speed
 
 def main() -> None:
     parser = _common.parser(__doc__)
-    parser.add_argument("--task", default="arc_easy", help="task (default arc_easy)")
-    parser.add_argument("--limit", type=int, default=20, help="questions (default 20)")
+    parser.add_argument("--task", default="arc_easy", help="task of the throughput comparison (default arc_easy)")
+    parser.add_argument("--limit", type=int, default=20, help="questions of the throughput comparison (default 20)")
+    parser.add_argument(
+        "--scoring-task", default="mmlu", help="task of the before/after scoring comparison (default mmlu)"
+    )
+    parser.add_argument(
+        "--scoring-limit", type=int, default=57, help="its questions (default 57: one per MMLU subject)"
+    )
+    parser.add_argument("--only-scoring", action="store_true", help="run the scoring comparison alone")
     _common.size_options(parser, batch_size=8, batch_help="lm-eval batch size", repeats=2, block_size=None)
     args = parser.parse_args()
     _common.start(args, "evaluation")
     model, tokenizer = lp.load_model(args.model)
-    report = speed.evaluation_speed(
-        model, tokenizer, task=args.task, limit=args.limit, batch_size=args.batch_size, repeats=args.repeats
+    if not args.only_scoring:
+        report = speed.evaluation_speed(
+            model, tokenizer, task=args.task, limit=args.limit, batch_size=args.batch_size, repeats=args.repeats
+        )
+        _common.show(report)
+    report = speed.scoring_speed(
+        model,
+        tokenizer,
+        task=args.scoring_task,
+        limit=args.scoring_limit,
+        batch_size=args.batch_size,
+        repeats=args.repeats,
     )
     _common.show(report)
 

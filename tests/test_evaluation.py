@@ -13,8 +13,9 @@ from layerprune.errors import InvalidInputError
 from layerprune.evaluation import harness as evaluation
 from layerprune.evaluation import tasks
 from layerprune.evaluation.harness import COLUMNS, evaluate
+from layerprune.evaluation.scoring import split_head, stock_scoring
 from layerprune.evaluation.tasks import TASK_NAMES, sample_indices, subject_limits, task_configs, write_task_configs
-from layerprune.tiny import tiny_model
+from layerprune.tiny import TINY_FAMILIES, tiny_model
 
 SMALL = {"mmlu": 10, "boolq": 4, "arc_easy": 4, "arc_challenge": 4, "piqa": 4, "hellaswag": 4, "winogrande": 4}
 CHANCE = {
@@ -295,3 +296,104 @@ def test_per_question_scores_are_stored_and_average_to_the_headline(eval_cache, 
     assert sum(arc.values()) / len(arc) == pytest.approx(rows["arc_easy"]["value"])
     again = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=6, progress=False)  # from the cache
     assert again.questions == results.questions
+    assert again.probabilities == results.probabilities
+
+
+def test_each_question_keeps_the_probability_of_its_right_answer(eval_cache, tiny, tokenizer):
+    """The softmax over the choices of the log-likelihoods lm-eval's acc compares, at the right answer: for two
+    choices it is above 1/2 exactly where the question is scored right."""
+    configs = {name: task_configs(name, limit=limit) for name, limit in {"arc_easy": 5, "winogrande": 5}.items()}
+    results, loaded = evaluation.lm_eval_results(tiny, tokenizer, configs, 0, 4, False)
+    for name in configs:
+        probabilities = evaluation._probabilities(name, results, loaded)
+        assert probabilities.keys() == evaluation._questions(name, results).keys()
+        for sample in results["samples"][f"lp_{name}"]:
+            logliks = torch.tensor([response[0] for response in sample["filtered_resps"]], dtype=torch.float64)
+            task = loaded[f"lp_{name}"]
+            gold = task.doc_to_text(sample["doc"]) if name == "winogrande" else sample["target"]
+            expected = torch.softmax(logliks, 0)[gold].item()
+            assert probabilities[f"lp_{name}:{sample['doc_id']}"] == pytest.approx(expected, abs=1e-12)
+            assert (expected == torch.softmax(logliks, 0).max().item()) == bool(sample["acc"])
+    scored = evaluate(tiny, tokenizer, ["winogrande"], limit=5, progress=False)
+    for key, probability in scored.probabilities["winogrande"].items():
+        assert 0.0 <= probability <= 1.0 and (probability > 0.5) == (scored.questions["winogrande"][key] == 1.0)
+
+
+def _samples_agree(stock: dict, ours: dict, tolerance: float) -> None:
+    """Every request of every question got the same is_greedy and (to `tolerance`) the same log-likelihood, and
+    every question the same scores."""
+    assert stock["samples"].keys() == ours["samples"].keys()
+    for task, samples in stock["samples"].items():
+        assert [s["doc_id"] for s in samples] == [s["doc_id"] for s in ours["samples"][task]]
+        for theirs, mine in zip(samples, ours["samples"][task], strict=True):
+            assert [greedy for _, greedy in theirs["filtered_resps"]] == [g for _, g in mine["filtered_resps"]]
+            for (expected, _), (got, _) in zip(theirs["filtered_resps"], mine["filtered_resps"], strict=True):
+                assert got == pytest.approx(expected, abs=tolerance, rel=tolerance), (task, theirs["doc_id"])
+            assert {m: theirs[m] for m in ("acc", "acc_norm") if m in theirs} == {
+                m: mine[m] for m in ("acc", "acc_norm") if m in mine
+            }
+
+
+# MMLU (5-shot, prompts cut from the left to the tiny models' 512 positions; one-token answers, whose requests
+# share one pass) and ARC-Easy (answers of several tokens), in batches of 3 with right padding.
+SCORED = {"mmlu": 4, "arc_easy": 5}
+
+
+def _both_scorings(model, tokenizer, batch_size: int = 3) -> tuple[dict, dict]:
+    configs = {name: task_configs(name, limit=limit) for name, limit in SCORED.items()}
+    with stock_scoring():
+        stock, _ = evaluation.lm_eval_results(model, tokenizer, configs, 0, batch_size, False)
+    ours, _ = evaluation.lm_eval_results(model, tokenizer, configs, 0, batch_size, False)
+    return stock, ours
+
+
+def _head_rows(model) -> list[int]:
+    """Records how many positions each call of the model's LM head computes."""
+    rows: list[int] = []
+    head = model.get_output_embeddings()
+    head.register_forward_hook(lambda _module, args, _out: rows.append(args[0].shape[:-1].numel()))
+    return rows
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_scoring_only_continuations_equals_lm_evals_scoring_on_every_family(eval_cache, tokenizer, family):
+    model = tiny_model(family, num_layers=2)
+    if family == "gemma3_text":
+        model.config.final_logit_softcapping = 0.05  # small enough to change every log-likelihood
+    assert split_head(model) is not None
+    rows = _head_rows(model)
+    stock, ours = _both_scorings(model, tokenizer)
+    _samples_agree(stock, ours, 1e-5)
+    stock_rows, our_rows = rows[: len(rows) // 2], rows[len(rows) // 2 :]
+    assert len(our_rows) == len(stock_rows) and sum(our_rows) * 10 < sum(stock_rows)  # a small part of the positions
+    if family == "gemma3_text":  # the cap was applied: without it the log-likelihoods differ
+        model.config.final_logit_softcapping = None
+        _, uncapped = _both_scorings(model, tokenizer)
+        first, second = (run["samples"]["lp_arc_easy"][0]["filtered_resps"][0][0] for run in (ours, uncapped))
+        assert abs(first - second) > 1e-2
+
+
+def test_scoring_only_continuations_on_peft_and_4bit_models(eval_cache, tokenizer):
+    from peft import LoraConfig, get_peft_model
+
+    from layerprune.models import load_model
+
+    lora = get_peft_model(
+        tiny_model("llama", num_layers=2), LoraConfig(r=2, target_modules=["up_proj"], init_lora_weights=False)
+    )
+    quantized, _ = load_model("tiny-llama", device="cpu", dtype="float32", quantization="4bit")
+    for model in (lora, quantized):
+        model.eval()
+        assert split_head(model) is not None
+        stock, ours = _both_scorings(model, tokenizer)
+        _samples_agree(stock, ours, 1e-4)
+
+
+@pytest.mark.integration
+def test_the_default_model_scores_as_lm_eval_scores_it(eval_cache, default_model):
+    model, tokenizer = default_model
+    configs = {name: task_configs(name, limit=limit) for name, limit in {"mmlu": 6, "arc_easy": 8}.items()}
+    with stock_scoring():
+        stock, _ = evaluation.lm_eval_results(model, tokenizer, configs, 0, 4, False)
+    ours, _ = evaluation.lm_eval_results(model, tokenizer, configs, 0, 4, False)
+    _samples_agree(stock, ours, 1e-4)

@@ -118,3 +118,15 @@ def test_max_memory_spills_to_disk_without_an_offload_folder(blocks, whole):
 def test_bad_placements_are_clear_errors(kwargs, message):
     with pytest.raises(InvalidInputError, match=message):
         lp.load_model(NAME, device="cpu", **kwargs)
+
+
+def test_evaluation_scores_every_question_as_on_the_whole_model(whole, offloaded):
+    """The LM head on disk, applied only where a continuation is scored: the same per-question scores."""
+    model, tokenizer = whole
+    split, reference = (
+        lp.evaluation.evaluate(m, tokenizer, ["arc_easy"], limit=3, cache=False, progress=False)
+        for m in (offloaded, model)
+    )
+    assert split.questions == reference.questions
+    for key, probability in reference.probabilities["arc_easy"].items():
+        assert split.probabilities["arc_easy"][key] == pytest.approx(probability, abs=1e-5)

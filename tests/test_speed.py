@@ -171,6 +171,16 @@ def test_evaluation_speed_replays_lm_evals_batches(tokenizer):
     assert (table["tokens (padded)"] > 0).all() and (table["time / forward (median)"] > 0).all()
 
 
+def test_scoring_speed_compares_both_scorings_on_the_same_questions(tokenizer):
+    report = speed.scoring_speed(
+        tiny_model("llama", num_layers=2), tokenizer, limit=3, batch_size=4, repeats=1, progress=False
+    )
+    table = report.table()
+    assert len(table) == 2 and (table["seconds (best)"] > 0).all()
+    assert table["headline"][0] == table["headline"][1]
+    assert all(check.met for check in report.checks)
+
+
 def _bench_script(name: str, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")

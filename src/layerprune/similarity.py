@@ -77,6 +77,13 @@ class DistanceProfile:
             "std": [self.std[n, : self.num_layers - n + 1].tolist() for n in rows],
         } | ({} if self.sequences is None else {"sequences": [_ragged(d, self.num_layers) for d in self.sequences]})
 
+    def cache_key(self) -> dict[str, Any]:
+        """`to_dict` without `model_name` (the directory the model was loaded from): how a profile enters a cache
+        key (`layerprune.cache.key_part`), by what it holds, never by where its model lay."""
+        payload = self.to_dict()
+        payload.pop("model_name")
+        return payload
+
     @classmethod
     def from_dict(cls, payload: Mapping[str, Any]) -> DistanceProfile:
         """The inverse of `to_dict`; a payload of another format or shape raises InvalidInputError."""

@@ -15,8 +15,27 @@ from .files import (
     write_json_atomic,
     write_manifest,
 )
-from .keys import blocks_digest, hash_tensor, key_part, model_identity, pruned_identity, stable_hash, tensor_digest
-from .store import cacheable, cached, cached_dir, decode_records, encode_records, entry_lock, read_entry, write_entry
+from .keys import (
+    blocks_digest,
+    hash_tensor,
+    key_part,
+    model_identity,
+    path_digest,
+    pruned_identity,
+    stable_hash,
+    tensor_digest,
+)
+from .store import (
+    cacheable,
+    cached,
+    cached_batch,
+    cached_dir,
+    decode_records,
+    encode_records,
+    entry_lock,
+    read_entry,
+    write_entry,
+)
 
 __all__ = [
     "CACHE_ENV",
@@ -28,6 +47,7 @@ __all__ = [
     "cache_root",
     "cacheable",
     "cached",
+    "cached_batch",
     "cached_dir",
     "check_writable",
     "decode_records",
@@ -38,6 +58,7 @@ __all__ = [
     "is_complete",
     "key_part",
     "model_identity",
+    "path_digest",
     "pruned_identity",
     "read_entry",
     "sha256_file",

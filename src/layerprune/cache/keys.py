@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,13 +80,43 @@ def pruned_identity(identity: str, layers: Sequence[int]) -> str:
     return stable_hash({"pruned from": identity, "removed": sorted(layers)}) if layers else identity
 
 
+def path_digest(path: str | Path) -> str:
+    """A digest of what a file or directory holds: every file's path relative to `path` and its bytes (xxh3), in
+    sorted order. Where `path` lies, its owner and its timestamps do not enter it."""
+    root = Path(path).expanduser()
+    digest = xxhash.xxh3_64()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(f"{file.relative_to(root).as_posix() if file != root else ''}:{file.stat().st_size}:".encode())
+        with open(file, "rb") as handle:
+            while block := handle.read(1 << 24):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def _local_path(value: Any) -> bool:
+    """Whether `value` names a file or directory that exists here (a str or Path, not a bare empty string)."""
+    if not isinstance(value, str | os.PathLike) or not str(value) or "\n" in str(value):
+        return False
+    try:
+        return Path(value).expanduser().exists()
+    except OSError:  # a name too long for the file system, and the like
+        return False
+
+
 def key_part(value: Any) -> Any:
-    """How an argument enters a cache key: a model by its identity, a tensor by its digest, an object with
-    `to_dict` (a profile) by the hash of that, anything else as itself."""
+    """How an argument enters a cache key: by what it holds, never by where it lies. A model by its identity, a
+    tensor by its digest, an object with `cache_key` (a profile: without the directory its model was loaded from)
+    or else `to_dict` by the hash of that, a local file or directory named by a path by `path_digest` of its
+    content, anything else as itself."""
     if isinstance(value, nn.Module):
         return model_identity(value)
     if isinstance(value, torch.Tensor):
         return tensor_digest(value)
+    if hasattr(value, "cache_key"):
+        return stable_hash(value.cache_key())
     if hasattr(value, "to_dict"):
         return stable_hash(value.to_dict())
+    if _local_path(value):
+        return {"content": path_digest(value)}
     return value

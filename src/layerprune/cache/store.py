@@ -19,6 +19,7 @@ from .files import cache_path, file_lock, write_json_atomic
 from .keys import key_part, stable_hash
 
 T = TypeVar("T")
+K = TypeVar("K")
 RESULTS = "results"
 
 
@@ -88,6 +89,36 @@ def cached(
         result = compute()
         write_entry(kind, key, encode(result))
     return result
+
+
+def cached_batch(
+    kind: str,
+    keys: Mapping[K, Mapping[str, Any]],
+    compute: Callable[[list[K]], Mapping[K, T]],
+    *,
+    encode: Callable[[T], Any],
+    decode: Callable[[Any], T],
+) -> dict[K, T]:
+    """`cached` for several entries computed together: the result for each name of `keys` (name -> key), read
+    from its entry where it is stored and valid, else from one call `compute(missing names)` that returns a result
+    per missing name, each then stored. The entries' locks are taken in one fixed order (by entry name), so two
+    processes asking for overlapping sets wait for each other instead of deadlocking."""
+    with contextlib.ExitStack() as stack:
+        for path in sorted({entry_path(kind, key) for key in keys.values()}):
+            stack.enter_context(file_lock(path))
+        results: dict[K, T] = {}
+        for name, key in keys.items():
+            stored = read_entry(kind, key)
+            if stored is not None:
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # not what this version writes
+                    results[name] = decode(stored)
+        missing = [name for name in keys if name not in results]
+        if missing:
+            fresh = compute(missing)
+            for name in missing:
+                results[name] = fresh[name]
+                write_entry(kind, keys[name], encode(fresh[name]))
+    return {name: results[name] for name in keys}
 
 
 @contextlib.contextmanager

@@ -3,7 +3,9 @@
 `evaluate` runs lm-eval's ``HFLM`` on the model object itself (plain, pruned, PeftModel or bitsandbytes 4-bit)
 with the task configurations of `layerprune.evaluation.tasks`. Results, with each question's score, are cached
 per task (`layerprune.cache`, kind "evaluation"), keyed by the model's identity (weights, config and prune/heal
-history), the task configuration, shot count, limit and seed; a cache hit does not run the model. lm-eval's log
+history), the task configuration and the data's content (never where the data or the cache lies), shot count,
+limit and seed; a cache hit does not run the model. The model is scored by `scoring.ContinuationHFLM`: lm-eval's
+HFLM with the LM head applied only where a continuation token is scored (the same scores). lm-eval's log
 messages are hidden unless the ``lm_eval`` logger has been given a level
 (``logging.getLogger("lm_eval").setLevel("INFO")``) or ``LMEVAL_LOG_LEVEL`` is set.
 """
@@ -27,19 +29,22 @@ import datasets
 import lm_eval
 import lm_eval.api.model
 import lm_eval.api.task
+import torch
 from lm_eval.evaluator import evaluate as lm_evaluate
-from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from ..adapters import model_device
-from ..cache import atomic_file, entry_lock, model_identity, read_entry, stable_hash, write_entry
+from ..cache import atomic_file, cached_batch, model_identity
 from ..errors import InvalidInputError
 from ..validation import check_int
-from .tasks import TASKS, Limit, resolve_limits, resolve_tasks, task_configs, write_configs
+from .scoring import ContinuationHFLM
+from .tasks import TASKS, Limit, config_key, resolve_limits, resolve_tasks, task_configs, write_configs
 
-FORMAT_VERSION = 2  # 2: per-question scores stored beside the rows
+# 2: per-question scores stored beside the rows; 3: keyed by the data's content instead of its absolute folder,
+# with each question's probability of the right answer stored too
+FORMAT_VERSION = 3
 COLUMNS = ("task", "metric", "value", "stderr", "n", "shots", "chance", "headline")
 
 
@@ -59,6 +64,11 @@ class EvalResults:
     questions: dict[str, dict[str, float]] = field(default_factory=dict)
     """Per task, each question's score on the headline metric (1.0 right, 0.0 wrong), by question id: the same
     ids for every model evaluated with the same limit and seed, so comparisons can be paired."""
+    probabilities: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per task, each question's probability of the right answer among the choices, by the same question ids as
+    `questions`: the softmax over the choices of the log-likelihoods lm-eval's ``acc`` compares (so ``acc`` is 1
+    exactly where the right answer has the largest probability, ties aside). A graded per-question measure from
+    the same model pass, for paired comparisons that 0/1 scores resolve only with many questions."""
 
     def headline(self) -> dict[str, float]:
         """The headline value of every task."""
@@ -112,21 +122,21 @@ def evaluate(
     names, limits = check_arguments(tasks, limit, num_fewshot, seed, batch_size)
     _check_model(model, tokenizer)
     configs = {name: task_configs(name, limit=limits[name], seed=seed, num_fewshot=num_fewshot) for name in names}
-    shots = {name: _shots(name, num_fewshot) for name in names}
-    identity = (identity or model_identity(model)) if cache else ""
-    keys = {name: _cache_key(identity, name, configs[name], shots[name], limits[name], seed) for name in names}
-    with entry_lock("evaluation", {"model": identity}) if cache else contextlib.nullcontext():
-        scored = {name: _read_cache(keys[name]) for name in names} if cache else {}
-        missing = [name for name in names if scored.get(name) is None]
-        if missing:
-            fresh = _run(model, tokenizer, {name: configs[name] for name in missing}, seed, batch_size, progress)
-            for name in missing:
-                scored[name] = fresh[name]
-                if cache:
-                    write_entry("evaluation", keys[name], fresh[name])
+
+    def run(missing: list[str]) -> dict[str, dict[str, Any]]:
+        return _run(model, tokenizer, {name: configs[name] for name in missing}, seed, batch_size, progress)
+
+    if cache:
+        identity = identity or model_identity(model)
+        shots = {name: _shots(name, num_fewshot) for name in names}
+        keys = {name: _cache_key(identity, name, configs[name], shots[name], limits[name], seed) for name in names}
+        scored = cached_batch("evaluation", keys, run, encode=lambda value: value, decode=_checked)
+    else:
+        scored = run(names)
     return EvalResults(
         [row for name in names for row in scored[name]["rows"]],
         {name: scored[name]["questions"] for name in names},
+        {name: scored[name]["probabilities"] for name in names},
     )
 
 
@@ -154,27 +164,34 @@ def _shots(name: str, num_fewshot: int | None) -> int:
 
 
 def _cache_key(identity: str, name: str, configs: dict, shots: int, limit: int | None, seed: int) -> dict[str, Any]:
+    """An evaluation's key, by content only: the model's identity, the task's configurations and data
+    (`tasks.config_key`: no folder of this machine), shots, limit, seed, lm-eval's version and this format."""
     return {
         "format": FORMAT_VERSION,
         "lm_eval": lm_eval.__version__,
         "model": identity,
         "task": name,
-        "config": stable_hash(configs),
+        **config_key(name, configs),
         "shots": shots,
         "limit": limit,
         "seed": seed,
     }
 
 
-def _read_cache(key: dict[str, Any]) -> dict[str, Any] | None:
-    """The cached rows and question scores for `key`, or None if absent or not what this version writes."""
-    stored = read_entry("evaluation", key)
+def _checked(stored: Any) -> dict[str, Any]:
+    """A cached evaluation of one task (its name, rows, question scores and probabilities) as this version writes
+    it, else ValueError (the store then recomputes it)."""
     valid = (
         isinstance(stored, dict)
-        and _valid_rows(stored.get("rows"), key["task"])
+        and stored.get("task") in TASKS
+        and _valid_rows(stored.get("rows"), stored["task"])
         and isinstance(stored.get("questions"), dict)
+        and isinstance(stored.get("probabilities"), dict)
+        and stored["probabilities"].keys() == stored["questions"].keys()
     )
-    return stored if valid else None
+    if not valid:
+        raise ValueError("not an evaluation entry of this format")
+    return stored
 
 
 def _valid_rows(rows: object, task: str) -> bool:
@@ -192,8 +209,30 @@ def _run(
     seed: int,
     batch_size: int,
     progress: bool,
-) -> dict[str, list[dict[str, Any]]]:
-    """Run lm-eval once over all `configs` (short name -> YAML files) and return rows per task."""
+) -> dict[str, dict[str, Any]]:
+    """Run lm-eval once over all `configs` (short name -> YAML files); per task its name, rows, question scores
+    and probabilities of the right answer."""
+    results, tasks = lm_eval_results(model, tokenizer, configs, seed, batch_size, progress)
+    return {
+        name: {
+            "task": name,
+            "rows": _rows(name, results),
+            "questions": _questions(name, results),
+            "probabilities": _probabilities(name, results, tasks),
+        }
+        for name in configs
+    }
+
+
+def lm_eval_results(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    configs: Mapping[str, dict],
+    seed: int,
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """lm-eval's results of one run over all `configs` (with every sample logged) and its task objects by name."""
     was_training, used_cache = model.training, model.config.use_cache
     model.config.use_cache = False  # scoring reuses no KV cache (generation asks for one itself)
     with tempfile.TemporaryDirectory(prefix="layerprune-tasks-") as tmp, _quiet_lm_eval():
@@ -206,17 +245,19 @@ def _run(
         lm = _ProgressHFLM(
             pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model_device(model))
         )
+        lm._device = model_device(model)  # HFLM takes a model object's `.device`: "meta" where accelerate offloaded
         lm.show_progress = progress
         try:
             results = lm_evaluate(lm=lm, task_dict=loaded, log_samples=True)
         finally:
             model.train(was_training)
             model.config.use_cache = used_cache
-    return {name: {"rows": _rows(name, results), "questions": _questions(name, results)} for name in configs}
+    return results, dict(loaded["tasks"])
 
 
-class _ProgressHFLM(HFLM):
-    """lm-eval's HFLM whose request progress bars can be switched off."""
+class _ProgressHFLM(ContinuationHFLM):
+    """`ContinuationHFLM` (lm-eval's HFLM scoring only continuation positions) whose request progress bars can be
+    switched off."""
 
     show_progress = True
 
@@ -278,6 +319,41 @@ def _questions(name: str, results: dict[str, Any]) -> dict[str, float]:
         if task == spec.lm_eval_name or task.startswith(f"{spec.lm_eval_name}_")
         for sample in samples
     }
+
+
+def _probabilities(name: str, results: dict[str, Any], tasks: Mapping[str, Any]) -> dict[str, float]:
+    """Each question's probability of the right answer, by the ids of `_questions`: the softmax over the choices
+    of the log-likelihoods that lm-eval's ``acc`` takes the largest of (its "filtered" responses), at the right
+    choice (several right choices: their sum)."""
+    spec = TASKS[name]
+    scores = {}
+    for task, samples in sorted(results.get("samples", {}).items()):
+        if not (task == spec.lm_eval_name or task.startswith(f"{spec.lm_eval_name}_")):
+            continue
+        for sample in samples:
+            logliks = [float(response[0]) for response in sample["filtered_resps"]]
+            scores[f"{task}:{sample['doc_id']}"] = _right_answer_probability(logliks, _gold(tasks[task], sample["doc"]))
+    return scores
+
+
+def _gold(task: Any, doc: Mapping[str, Any]) -> list[int]:
+    """The indices of the right choices of a multiple-choice question, as lm-eval's ``process_results`` finds
+    them (the target, or the text for tasks whose choices are contexts, as Winogrande; a choice's text -> its
+    index)."""
+    gold = task.doc_to_text(doc) if task.multiple_input else task.doc_to_target(doc)
+    choices = task.doc_to_choice(doc)
+    return [choices.index(item) if isinstance(item, str) else int(item) for item in _as_list(gold)]
+
+
+def _as_list(gold: Any) -> list:
+    return list(gold) if isinstance(gold, list | tuple) else [gold]
+
+
+def _right_answer_probability(logliks: list[float], gold: list[int]) -> float:
+    """softmax(`logliks`) summed over the indices `gold` (computed in float64, stable)."""
+    values = torch.tensor(logliks, dtype=torch.float64)
+    probabilities = torch.softmax(values, dim=0)
+    return float(sum(probabilities[index] for index in gold if 0 <= index < len(logliks)))
 
 
 def _stderr(scores: dict[str, Any], metric: str) -> float | None:

