@@ -324,7 +324,7 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
     parts, beats, loses, meets, ps, powers = [], [], [], [], [], []
     for fraction in sorted(by_fraction):
         strategies = by_fraction[fraction]
-        if "similarity" not in strategies:
+        if "similarity" not in strategies or len(strategies) < 2:
             continue
         own = strategies["similarity"][0]
         texts = []
