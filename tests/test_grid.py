@@ -72,3 +72,30 @@ def test_random_draws_are_averaged_per_fraction():
     summary = mean_over_seeds(rows)
     assert summary[0]["strategy"] == "similarity" and summary[1]["loss"] == 6.0
     assert summary[1]["loss sd"] == pytest.approx(2**0.5) and summary[1]["seeds"] == 2
+
+
+def test_graded_scores_add_graded_columns_and_holm_within_each_family():
+    rows = [
+        {"model": "m", "fraction": f, "strategy": s, "stage": "pruned", "arc_easy": 0.5}
+        for f, s in ((0.0, "none"), (0.25, "similarity"), (0.5, "similarity"))
+    ]
+    ids = [f"q{i}" for i in range(40)]
+    right = [{"arc_easy": {q: float(i % 2) for i, q in enumerate(ids)}}] * 3
+    graded = [{"arc_easy": {q: 0.5 + 0.01 * (i % 3) - 0.1 * k for i, q in enumerate(ids)}} for k in range(3)]
+    plain = grid.comparisons(grid.SweepResult(rows, right), ["arc_easy"])
+    assert all("graded p" not in row and row["outcome"] in ("equivalent", "inconclusive") for row in plain)
+    both = grid.comparisons(grid.SweepResult(rows, right, graded), ["arc_easy"])
+    assert [row["graded outcome"] for row in both] == ["different", "different"]
+    assert both[1]["graded difference"] == pytest.approx(-0.2)
+    assert both[0]["graded p holm"] >= both[0]["graded p"] and both[0]["p holm"] == pytest.approx(1.0)
+
+
+def test_random_draws_count_distinct_blocks():
+    from layerprune.study.steps import mean_over_seeds
+
+    rows = [
+        {"fraction": 0.2, "n": 2, "strategy": "random", "seed": seed, "layers": layers, "loss": loss}
+        for seed, layers, loss in ((0, [1, 2], 5.0), (1, [1, 2], 5.0), (2, [4, 5], 7.0))
+    ]
+    (summary,) = mean_over_seeds(rows)
+    assert summary["seeds"] == 2 and summary["loss"] == 6.0

@@ -37,13 +37,13 @@ def profile(layers: int = 6) -> DistanceProfile:
 LENS = LogitLens([0.1, 0.5, 0.9], [5.0, 3.0, 2.0], [0.5, 0.3, 0.0], [0.6, 0.4, 0.2], 10)
 ROWS = [
     {"model": "smollm2-135m", "fraction": 0.0, "strategy": "none", "stage": "pruned", "normalized loss": 0.3,
-     "arc_easy": 0.6, "arc_easy stderr": 0.05, "mmlu": 0.3, "mmlu stderr": None},
+     "arc_easy": 0.6, "arc_easy n": 100, "mmlu": 0.3, "mmlu n": None},
     {"model": "smollm2-135m", "fraction": 0.25, "strategy": "similarity", "stage": "pruned", "normalized loss": 0.4,
-     "arc_easy": 0.5, "arc_easy stderr": 0.05, "mmlu": 0.25, "mmlu stderr": 0.04},
+     "arc_easy": 0.5, "arc_easy n": 100, "mmlu": 0.25, "mmlu n": 120},
     {"model": "smollm2-135m", "fraction": 0.25, "strategy": "similarity", "stage": "healed", "normalized loss": 0.35,
-     "arc_easy": 0.55, "arc_easy stderr": 0.05, "mmlu": 0.26, "mmlu stderr": 0.04},
+     "arc_easy": 0.55, "arc_easy n": 100, "mmlu": 0.26, "mmlu n": 120},
     {"model": "smollm2-135m", "fraction": 0.25, "strategy": "last", "stage": "pruned", "normalized loss": 0.5,
-     "arc_easy": 0.4, "arc_easy stderr": 0.05, "mmlu": 0.24, "mmlu stderr": 0.04},
+     "arc_easy": 0.4, "arc_easy n": 100, "mmlu": 0.24, "mmlu n": 120},
 ]  # fmt: skip
 FIGURES = {
     "heatmap": lambda: plots.distance_heatmap(profile()),
@@ -121,3 +121,15 @@ def test_a_series_of_one_point_is_a_marker_without_a_line():
     joined = {b.get_label(): b.lines[0] for b in plots.metric_vs_fraction(two, "arc_easy").axes[0].containers}
     assert list(joined["last, not healed"].get_xdata()) == [0.0, 0.25, 0.5]
     assert joined["last, not healed"].get_linestyle() == "-"
+
+
+def test_accuracy_bars_are_the_wilson_intervals():
+    """The error bars of an accuracy are its 95% Wilson interval, the interval of the tables and the ledger."""
+    from layerprune.study.statistics import wilson_interval
+
+    figure = plots.metric_vs_fraction(ROWS, "arc_easy", wilson=True)
+    bars = {b.get_label(): b for b in figure.axes[0].containers}
+    segments = bars["last, not healed"].lines[2][0].get_segments()
+    low, high = wilson_interval(40, 100)
+    assert segments[0][0][1] == pytest.approx(low) and segments[0][1][1] == pytest.approx(high)
+    assert np.isnan(plots.wilson_bars([ROWS[0]], "mmlu")).all()  # no count: no bar

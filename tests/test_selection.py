@@ -60,6 +60,16 @@ def test_random_is_a_seeded_contiguous_block():
     assert profile_free_block(LAYERS, 3, "random", seed=5).layers == select_block(profile, 3, "random", seed=5).layers
 
 
+def test_random_draws_distinct_blocks_across_seeds_and_a_new_order_for_each_n():
+    for n in (1, 5, 12):
+        blocks = [profile_free_block(30, n, "random", seed=seed).layers for seed in range(10)]
+        assert len(set(blocks)) == 10  # no block drawn twice while any is left
+        every = {profile_free_block(30, n, "random", seed=seed).layers for seed in range(31 - n)}
+        assert len(every) == 31 - n
+    starts = [profile_free_block(30, n, "random", seed=0).start for n in range(1, 10)]
+    assert len(set(starts)) > 3  # seed 0 does not start at the same layer for every n
+
+
 def test_block_influence_takes_the_least_influential_single_layers():
     selection = select_block(_profile(), 2, "block_influence")
     assert selection.layers == (1, 4) and selection.start is None

@@ -87,8 +87,17 @@ def _last(profile: DistanceProfile | None, num_layers: int, n: int, seed: int) -
 
 
 def _random(profile: DistanceProfile | None, num_layers: int, n: int, seed: int) -> tuple[int, ...]:
-    start = random.Random(seed).randint(0, num_layers - n)
+    start = random_starts(num_layers, n)[seed % (num_layers - n + 1)]
     return tuple(range(start, start + n))
+
+
+def random_starts(num_layers: int, n: int) -> list[int]:
+    """Every start a contiguous block of n layers can take (0..L-n), in a seeded random order drawn anew for each
+    (L, n): the "random" strategy with seed s takes the s-th (modulo their number), so consecutive seeds give
+    distinct blocks until every block has been drawn, and the start drawn for one n says nothing of another's."""
+    starts = list(range(num_layers - n + 1))
+    random.Random(f"random block {num_layers} {n}").shuffle(starts)
+    return starts
 
 
 def _block_influence(profile: DistanceProfile | None, num_layers: int, n: int, seed: int) -> tuple[int, ...]:
@@ -107,7 +116,8 @@ def select_block(profile: DistanceProfile, n: int, strategy: str = "similarity",
 
     "similarity": l*(n) = argmin_l D[n, l], layers l*..l*+n-1 (the paper; ties go to the shallowest block).
     "last": layers L-1-n..L-2, just before the final layer, which is always kept (the paper's heuristic).
-    "random": a contiguous block with a start drawn uniformly (seeded) from 0..L-n.
+    "random": a contiguous block with a start drawn uniformly from 0..L-n; seeds 0, 1, ... draw distinct blocks
+    (`random_starts`).
     "block_influence": the n layers with the smallest D[1, l] (ShortGPT-style), possibly non-contiguous.
     """
     chosen = get_strategy(strategy)

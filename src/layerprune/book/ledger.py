@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..study.claims import CLAIMS, HELD, NOT_HELD, PARTLY, UNTESTABLE
+from ..study.claims import CLAIMS, INCONCLUSIVE, NOT_HELD, VERDICTS, criteria_table
 
 
 def verdicts(table: pd.DataFrame) -> pd.DataFrame:
@@ -27,19 +27,26 @@ def evidence(table: pd.DataFrame) -> str:
         lines += [f"**({claim}) {CLAIMS[claim]}**", ""]
         for row in rows.itertuples():
             link = f" ([figure]({Path(row.figure).stem}.ipynb))" if row.figure else ""
-            lines.append(f"- {row.model}: *{row.verdict}*. {row.evidence}.{link}")
+            stats = [f"p = {row.p}" if str(row.p) else "", f"detectable +-{row.power}" if str(row.power) else ""]
+            stats = "; ".join(part for part in stats if part)
+            lines.append(f"- {row.model}: *{row.verdict}*{f' ({stats})' if stats else ''}. {row.evidence}.{link}")
         lines.append("")
     return "\n".join(lines)
 
 
 def summary(table: pd.DataFrame) -> str:
-    """Markdown sentences, built from the ledger: how many verdicts of each kind, and which did not hold or held in
-    part (their evidence follows the ledger)."""
+    """Markdown sentences, built from the ledger: how many verdicts of each kind, and which did not hold or were
+    inconclusive (their evidence follows the ledger)."""
     counts = table["verdict"].value_counts()
-    kinds = [f"{counts[kind]} {kind}" for kind in (HELD, PARTLY, NOT_HELD, UNTESTABLE) if kind in counts]
+    kinds = [f"{counts[kind]} {kind}" for kind in VERDICTS if kind in counts]
     lines = [f"Of {len(table)} verdicts, {', '.join(kinds)}."]
-    for kind, label in ((NOT_HELD, "Did not hold at this scale"), (PARTLY, "Held in part")):
+    for kind, label in ((NOT_HELD, "Did not hold at this scale"), (INCONCLUSIVE, "Inconclusive")):
         rows = table[table["verdict"] == kind]
         if not rows.empty:
             lines.append(f"{label}: " + "; ".join(f"({row.claim}) for {row.model}" for row in rows.itertuples()) + ".")
     return " ".join(lines)
+
+
+def criteria() -> pd.DataFrame:
+    """The criteria of every claim (`study.claims.CRITERIA`), as chapter 7 shows them before the verdicts."""
+    return criteria_table()

@@ -26,7 +26,7 @@ from ..errors import InvalidInputError
 from ..lens import LogitLens
 from ..selection import STRATEGIES
 from ..similarity import DistanceProfile
-from ..study.statistics import Z95
+from ..study.statistics import wilson_interval
 
 DPI = 150
 WIDTH = 6.5
@@ -316,15 +316,12 @@ def rank_sweep(ranks: Sequence[int], losses: Sequence[float], ax: Axes | None = 
     return figure
 
 
-"""Standard errors either side of a value that make a 95% interval (normal approximation): the error bars."""
-
-
 def metric_vs_fraction(
     rows: Sequence[Mapping],
     value: str,
     ax: Axes | None = None,
     *,
-    error: str | None = None,
+    wilson: bool = False,
     chance: float | None = None,
     unpruned: float | None = None,
     title: str = "",
@@ -333,9 +330,11 @@ def metric_vs_fraction(
 ) -> Figure:
     """`value` against the fraction of layers removed: one colour and marker per strategy (`strategy_look`), solid
     before healing and dashed after; the unpruned model (strategy "none", fraction 0) starts every line, and a
-    series of one point is a marker alone. Rows without a "stage" are not healed. `error` names a standard-error
-    column (95% error bars: `Z95` standard errors either side), `chance` draws the chance level and `unpruned`
-    the unpruned model's value as dotted lines. Each series is set `DODGE_PT` points apart from the next,
+    series of one point is a marker alone. Rows without a "stage" are not healed. The x axis is the fraction
+    actually removed (n / L, column "fraction removed", where the rows have it). With `wilson`, `value` is an
+    accuracy over "`value` n" questions and the error bars are its 95% Wilson interval (`wilson_bars`), the
+    interval the book's tables and ledger give; `chance` draws the chance level and `unpruned` the unpruned
+    model's value as dotted lines. Each series is set `DODGE_PT` points apart from the next,
     horizontally, so that points at the same fraction do not hide one another."""
     figure, ax = _axes(ax)
     baseline = [row for row in rows if row["strategy"] == "none"]
@@ -353,11 +352,12 @@ def metric_vs_fraction(
         if len(own) == 1:  # one point: a line from the unpruned model would draw values nobody measured
             points, look = own, look | {"linestyle": "none"}
         else:
-            points = sorted(baseline + own, key=lambda r: r["fraction"])
-        x, y = [p["fraction"] for p in points], [p[value] for p in points]
-        spread = [Z95 * _number(p[error]) for p in points] if error else None
+            points = sorted(baseline + own, key=_removed)
+        x, y = [_removed(p) for p in points], [p[value] for p in points]
+        spread = wilson_bars(points, value) if wilson else None
         ax.errorbar(x, y, yerr=spread, label=f"{strategy_label(strategy)}, {STAGES[stage][1]}", **look)
-        low, high = np.subtract(y, spread or 0), np.add(y, spread or 0)  # the shifted lines do not scale the axes
+        below, above = spread if spread is not None else (0, 0)
+        low, high = np.subtract(y, below), np.add(y, above)  # the shifted lines do not scale the axes
         ax.update_datalim(np.column_stack([x + x, np.concatenate([low, high])]))
     ax.autoscale_view()
     if unpruned is not None:
@@ -371,27 +371,27 @@ def metric_vs_fraction(
 
 
 def accuracy_vs_fraction(rows: Sequence[Mapping], tasks: Sequence[str], chance: Mapping[str, float]) -> Figure:
-    """One `metric_vs_fraction` panel per task (accuracy, standard errors, chance), one legend under them."""
+    """One `metric_vs_fraction` panel per task (accuracy, 95% Wilson intervals, chance), one legend under them."""
     figure, axes = panels(len(tasks))
     for ax, task in zip(axes, tasks, strict=True):
-        metric_vs_fraction(
-            rows, task, ax, error=f"{task} stderr", chance=chance[task], title=task, ylabel="accuracy", legend=False
-        )
+        look = {"chance": chance[task], "title": task, "ylabel": "accuracy", "legend": False}
+        metric_vs_fraction(rows, task, ax, wilson=True, **look)
     legend_below(figure, axes)
     return figure
 
 
 def across_models(rows: Sequence[Mapping], tasks: Sequence[str], chance: Mapping[str, float]) -> Figure:
     """Normalised held-out loss and each task's accuracy (standard errors, chance) against the fraction of layers
-    removed, one colour and marker per model (`model_look`), 95% error bars (`Z95`), one legend under the panels."""
+    removed (n / L), one colour and marker per model (`model_look`), 95% Wilson intervals (`wilson_bars`), one
+    legend under the panels."""
     figure, axes = panels(1 + len(tasks))
     names = list(dict.fromkeys(row["model"] for row in rows))
     for name in names:
-        points = sorted((row for row in rows if row["model"] == name), key=lambda r: r["fraction"])
-        fractions = [p["fraction"] for p in points]
+        points = sorted((row for row in rows if row["model"] == name), key=_removed)
+        fractions = [_removed(p) for p in points]
         axes[0].plot(fractions, [p["normalized loss"] for p in points], label=name, **model_look(name))
         for ax, task in zip(axes[1:], tasks, strict=True):
-            errors = [Z95 * _number(p[f"{task} stderr"]) for p in points]
+            errors = wilson_bars(points, task)
             ax.errorbar(fractions, [p[task] for p in points], yerr=errors, label=name, **model_look(name))
     axes[0].set(xlabel="fraction of layers removed", ylabel=r"loss / $\log V$", title="normalised held-out loss")
     for ax, task in zip(axes[1:], tasks, strict=True):
@@ -412,6 +412,26 @@ def relative_cost(rows: Sequence[Mapping], ax: Axes | None = None) -> Figure:
     ax.set(xlabel="fraction of layers removed", ylabel="relative to the unpruned model")
     ax.legend()
     return figure
+
+
+def wilson_bars(points: Sequence[Mapping], task: str) -> np.ndarray:
+    """Error bars (below, above each point) of the 95% Wilson interval of each point's accuracy on `task` over its
+    "`task` n" questions; NaN (no bar) where a point has no count."""
+    bars = []
+    for point in points:
+        value, count = _number(point.get(task)), _number(point.get(f"{task} n"))
+        if math.isnan(value) or math.isnan(count) or count <= 0:
+            bars.append((math.nan, math.nan))
+            continue
+        low, high = wilson_interval(value * count, int(count))
+        bars.append((value - low, high - value))
+    return np.array(bars, dtype=float).T
+
+
+def _removed(row: Mapping) -> float:
+    """The fraction of layers a row actually removed (n / L), else its nominal fraction."""
+    removed = row.get("fraction removed")
+    return row["fraction"] if removed is None or (isinstance(removed, float) and math.isnan(removed)) else removed
 
 
 def _number(value: float | None) -> float:

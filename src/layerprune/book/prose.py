@@ -12,18 +12,14 @@ import pandas as pd
 from ..healing.settings import PAPER_SETTINGS
 from ..study.claims import (
     DEEP,
-    above_chance_again,
     accuracy_interval,
-    collapse_point,
     find_comparison,
+    fraction_label,
     largest_deep_change,
-    reaches_chance,
+    read_curve,
+    removed,
+    resolved_above_chance,
 )
-from ..study.statistics import excludes_zero
-
-
-def _pct(fraction: float) -> str:
-    return f"{fraction:.0%}"
 
 
 def _accuracy(row: pd.Series, task: str) -> str:
@@ -38,14 +34,14 @@ def depth(blocks: pd.DataFrame) -> str:
     if rows.empty:
         return "The model is too shallow for blocks of 10-50% of its layers."
     layers = int(rows["layers"].iloc[0])
-    deep = (rows["start"] / (rows["layers"] - rows["n"]) >= DEEP).sum()
+    deep = (rows["start"] >= DEEP * rows["layers"]).sum()
     shaky = rows.loc[rows["same start"].idxmin()]
     runner = "" if pd.isna(shaky["runner-up start"]) else f", otherwise mostly {int(shaky['runner-up start'])}"
     return (
         f"For blocks of {rows['n'].min()} to {rows['n'].max()} of the {layers} layers (10-50%), the most alike block "
         f"starts at $\\ell^*(n)$ = {', '.join(map(str, rows['start'].astype(int)))}: {deep} of {len(rows)} start in "
-        f"the deeper half of the positions they could take. Resampling the profiled sequences (bootstrap) picks the "
-        f"same $\\ell^*(n)$ in {rows['same start'].mean():.0%} of draws on average; the least stable is n = "
+        f"the deeper half (at or past layer {DEEP * layers:g}). Resampling the profiled sequences (bootstrap) picks "
+        f"the same $\\ell^*(n)$ in {rows['same start'].mean():.0%} of draws on average; the least stable is n = "
         f"{int(shaky['n'])}, picked in {shaky['same start']:.0%} of draws{runner}."
     )
 
@@ -84,62 +80,67 @@ def lens(table: pd.DataFrame) -> str:
 def selection(losses: pd.DataFrame, unpruned: float) -> str:
     """Which strategy costs least before healing, fraction by fraction (random: mean and spread over seeds)."""
     parts = []
-    for fraction, rows in losses.groupby("fraction"):
+    for _, rows in losses.groupby("fraction"):
         mean = rows.groupby("strategy", sort=False)["loss"].mean()
         best = mean.idxmin()
-        text = f"{_pct(fraction)} removed: {best} lowest ({mean[best]:.2f} nats)"
+        text = f"{fraction_label(rows.iloc[0])} removed: {best} lowest ({mean[best]:.2f} nats)"
         if "similarity" in mean and best != "similarity":
             text += f", similarity {mean['similarity']:.2f}"
         random = rows[rows["strategy"] == "random"]["loss"]
         if len(random) > 1:
-            text += f", random {random.mean():.2f} ± {random.std(ddof=1):.2f} over {len(random)} seeds"
+            text += f", random {random.mean():.2f} ± {random.std(ddof=1):.2f} over {len(random)} distinct blocks"
         parts.append(text)
     return f"Unpruned: {unpruned:.2f} nats. " + "; ".join(parts) + "."
 
 
 def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategies: Sequence[str]) -> str:
     """The unpruned accuracy, how long it holds and where it reaches chance, per strategy, and each other strategy
-    against the similarity block on the same questions (`comparisons`: `grid.comparisons`)."""
+    against the similarity block on the same questions (`comparisons`: `study.comparisons`), in the terms of claim
+    (c) (`study.claims.read_curve`)."""
     base = table[table["strategy"] == "none"].iloc[0]
-    above = "not resolved above" if reaches_chance(base, task) else "resolved above"
+    above = "resolved above" if resolved_above_chance(base, task) else "not resolved above"
     lines = [
         f"Unpruned, {base['model']} scores {_accuracy(base, task)} on {int(base[f'{task} n'])} {task} questions "
         f"(chance {base[f'{task} chance']:.2f}), {above} chance."
     ]
     for strategy in strategies:
-        plateau, collapse = collapse_point(table, comparisons, task, strategy)
+        reading = read_curve(table, comparisons, task, strategy)
+        if not reading.points:
+            continue
         held = (
-            "every fraction tried is resolved below the unpruned model"
-            if plateau is None
-            else f"the accuracy is not resolved below the unpruned model's up to {_pct(plateau)} removed"
+            f"the accuracy is shown equivalent to the unpruned model's (within the margin) up to "
+            f"{fraction_label(reading.plateau[-1].row)} removed"
+            if reading.plateau
+            else "no fraction removed is shown equivalent to the unpruned model"
         )
-        end = (
-            "it stays above chance at every fraction tried"
-            if collapse is None
-            else f"its interval first reaches chance at {_pct(collapse)} removed"
-            + _above_again(table, task, strategy, collapse)
-        )
-        lines.append(f"Removing the {strategy} block, {held} (paired test), and {end}.")
+        drop = next((point for point in reading.points if point.drops), None)
+        if drop is not None:
+            held += f"; the first resolved drop is at {fraction_label(drop.row)}"
+        if reading.collapse is not None:
+            end = f"it is at chance from {fraction_label(reading.collapse.row)} on"
+        elif reading.first_chance is not None:
+            end = f"it is first at chance at {fraction_label(reading.first_chance.row)} but does not stay there"
+        else:
+            end = "no fraction tried is shown at chance"
+        if reading.again:
+            end += ", and is above chance again at " + ", ".join(
+                f"{fraction_label(p.row)} ({_accuracy(p.row, task)})" for p in reading.again
+            )
+            end += " (a non-monotone curve)"
+        lines.append(f"Removing the {strategy} block, {held} (paired tests), and {end}.")
     lines += [_against_similarity(table, comparisons, task, s) for s in strategies if s != "similarity"]
     return " ".join(line for line in lines if line)
-
-
-def _above_again(table: pd.DataFrame, task: str, strategy: str, collapse: float) -> str:
-    """', but is above chance again at ...' for the points past the collapse whose interval clears chance."""
-    again = above_chance_again(table, task, collapse, strategy)
-    points = [f"{_pct(row['fraction'])} ({_accuracy(row, task)})" for _, row in again.iterrows()]
-    return f", but is above chance again at {', '.join(points)}" if points else ""
 
 
 def _against_similarity(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategy: str) -> str:
     """A strategy against the similarity block at each number of layers both removed, before healing."""
     parts = []
-    for row in table[(table["strategy"] == strategy) & (table["stage"] == "pruned")].itertuples():
-        paired = find_comparison(comparisons, task, row.fraction, strategy, "pruned", "similarity")
+    for _, row in table[(table["strategy"] == strategy) & (table["stage"] == "pruned")].iterrows():
+        paired = find_comparison(comparisons, task, row["fraction"], strategy, "pruned", "similarity")
         if paired is not None:
-            verdict = "resolved" if excludes_zero(paired["low"], paired["high"]) else "not resolved"
             parts.append(
-                f"{row.n} layers {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], {verdict}"
+                f"{int(row['n'])} layers {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}], "
+                f"{paired['outcome']} (p = {paired['p']:.2g}, Holm {paired['p holm']:.2g})"
             )
     if not parts:
         return ""
@@ -157,20 +158,24 @@ def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) ->
     for (fraction, strategy), rows in table[table["stage"] != "pruned"].groupby(["fraction", "strategy"]):
         pruned = table[(table["strategy"] == strategy) & np.isclose(table["fraction"], fraction)]
         stage = {row["stage"]: row for _, row in pruned.iterrows()} | {r["stage"]: r for _, r in rows.iterrows()}
-        text = f"{strategy}, {_pct(fraction)}: loss {stage['pruned']['loss']:.2f}"
+        text = f"{strategy}, {fraction_label(stage['pruned'])}: loss {stage['pruned']['loss']:.2f}"
         if "quantized" in stage:
             text += f" ({stage['quantized']['loss']:.2f} with the quantized base alone)"
         text += f" -> {stage['healed']['loss']:.2f} nats healed (unpruned {base['loss']:.2f})"
         if stage["healed"]["loss"] < base["loss"]:
             text += (
-                ", below the unpruned model: healing trains on other speeches of the same corpus, so it also fits "
-                "their domain"
+                ", below the unpruned model (healing trains on other speeches of the same corpus; whether it fits "
+                "their domain rather than restoring the model is not tested here: no held-out text of another "
+                "domain is scored)"
             )
         if task:
             gain = find_comparison(comparisons, task, fraction, strategy, "healed", "pruned")
             text += f"; {task} {stage['pruned'][task]:.3f} -> {stage['healed'][task]:.3f}"
             if gain is not None:
-                text += f", paired difference {gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}]"
+                text += (
+                    f", paired difference {gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}], "
+                    f"{gain['outcome']}"
+                )
         parts.append(text)
     lead = "Each healed model against the same model pruned (held-out loss in nats; accuracy on the same questions):"
     return "\n".join([lead, "", *(f"- {part}" for part in parts)])
@@ -197,14 +202,25 @@ def before_after(table: pd.DataFrame) -> str:
 
 
 def ladder(results: pd.DataFrame, comparisons: pd.DataFrame, task: str) -> str:
-    """Per model of the size ladder: the unpruned accuracy and where it reaches chance."""
+    """Per model of the size ladder: the unpruned accuracy, how long it is shown to hold and where it is at chance
+    (claim (c)'s reading, fractions as actually removed)."""
     parts = []
     for model, rows in results.groupby("model", sort=False):
         base = rows[rows["strategy"] == "none"].iloc[0]
-        plateau, collapse = collapse_point(rows, comparisons[comparisons["model"] == model], task)
-        held = "no fraction keeps it" if plateau is None else f"kept up to {_pct(plateau)}"
-        end = "above chance throughout" if collapse is None else f"first at chance at {_pct(collapse)}"
-        parts.append(f"{model}: {_accuracy(base, task)} unpruned, {held} (paired test), {end}")
+        reading = read_curve(rows, comparisons[comparisons["model"] == model], task)
+        held = (
+            "no fraction shown equivalent"
+            if not reading.plateau
+            else f"equivalent up to {fraction_label(reading.plateau[-1].row)}"
+        )
+        end = (
+            f"grid up to {removed(reading.points[-1].row):.0%} reaches no collapse"
+            if reading.collapse is None and reading.points
+            else f"at chance from {fraction_label(reading.collapse.row)} on"
+            if reading.collapse is not None
+            else "nothing removed"
+        )
+        parts.append(f"{model}: {_accuracy(base, task)} unpruned, {held} (paired tests), {end}")
     return f"On {task}: " + "; ".join(parts) + "."
 
 

@@ -35,7 +35,7 @@ def fingerprint(
     notebook: Path, parameters: Mapping[str, Any], results: Path, shared: str, reads: Sequence[str] = ()
 ) -> str:
     """sha256 of what an executed chapter depends on: the notebook, its parameters, the result files of the
-    chapters it `reads` (`study.files.READS`: chapter 7 reads 1, 4 and 5) and `shared`, the `environment()`."""
+    chapters it `reads` (`study.files.READS`: chapter 7 reads 1, 2, 4 and 5) and `shared`, the `environment()`."""
     digest = hashlib.sha256(notebook.read_bytes())
     digest.update(json.dumps(dict(parameters), sort_keys=True, default=str).encode())
     sources = {chapter_prefix(chapter) for chapter in reads}

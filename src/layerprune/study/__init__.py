@@ -22,6 +22,6 @@ _NAMES = {
     "single_layer_rows": "statistics",
     "ledger_table": "claims",
 }
-_MODULES = ("claims", "files", "statistics", "steps", "sweeps")
+_MODULES = ("claims", "criteria", "curves", "files", "statistics", "steps", "sweeps")
 __getattr__ = lazy_attributes(__name__, _MODULES, _NAMES)
 __all__ = sorted(_NAMES)

@@ -1,10 +1,12 @@
-"""The ledger of the paper's claims and their criteria: for each claim and each model of the study, a verdict
-computed from the result files the chapters wrote, the evidence with its intervals, and where the figure is.
+"""The ledger of the paper's claims: for each claim and each model of the study, a verdict by the claim's criterion
+(`criteria.CRITERIA`, written before the results) computed from the result files the chapters wrote, with the
+margin, the test, the p-value and the power behind it, the evidence with its intervals, and where the figure is.
 `layerprune check-book` recomputes it from the result files and compares it with the ledger the book shows; the
 book renders it (`layerprune.book.ledger`)."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -12,45 +14,79 @@ import numpy as np
 import pandas as pd
 
 from . import files
-from .statistics import excludes_zero, wilson_interval
+from .criteria import CLAIMS as CLAIMS
+from .criteria import CRITERIA as CRITERIA
+from .criteria import DEEP as DEEP
+from .criteria import DEEP_SHARE, HELD, INCONCLUSIVE, NOT_HELD, UNTESTABLE
+from .criteria import VERDICTS as VERDICTS
+from .criteria import criteria_table as criteria_table
+from .curves import (
+    Point,
+    _above_chance,
+    _unpruned,
+    find_comparison,
+    fraction_label,
+    is_at_chance,
+    read_curve,
+    removed,
+)
+from .curves import above_chance_again as above_chance_again
+from .curves import accuracy_interval as accuracy_interval
+from .curves import collapse_point as collapse_point
+from .curves import resolved_above_chance as resolved_above_chance
+from .statistics import DIFFERENT, EQUIVALENT, MARGINS
 
-HELD, PARTLY, NOT_HELD, UNTESTABLE = "held", "partly held", "did not hold", "not testable here"
-CLAIMS = {
-    "a": "the most alike blocks sit deep in the network",
-    "b": "the final layer is distinct: it changes the residual stream more than any other layer of the deeper half",
-    "c": "QA accuracy holds, then collapses to chance at a model-dependent fraction of layers removed",
-    "d": "healing restores the held-out loss far more than QA accuracy",
-    "e": "before healing the similarity block beats the last-layers heuristic; after healing they meet",
-    "f": "larger models hold their accuracy to a larger fraction of layers removed",
-}
+_ACC, _LOSS = MARGINS["accuracy"], MARGINS["loss"]
 CHAPTERS = {files.chapter_prefix(chapter): chapter for chapter in files.READS["07_claims"]}  # where each is shown
-DEEP = 0.5  # a block is deep when it starts in the second half of the layers it can start at
 
 
 @dataclass(frozen=True)
 class Verdict:
-    """One line of the ledger."""
+    """One line of the ledger: the verdict, the margin and test of its criterion, the p-value it hinges on and the
+    smallest difference the comparisons behind it could detect (80% power, two-sided 5%), as text ("" where the
+    criterion has none), the evidence and the chapter that shows the figure."""
 
     claim: str
     statement: str
     model: str
     verdict: str
+    margin: str
+    test: str
+    p: str
+    power: str
     evidence: str
     figure: str
+
+
+@dataclass
+class _Judged:
+    verdict: str
+    evidence: str
+    figure: str
+    p: float | None = None
+    power: float | None = None
 
 
 def ledger(results: str | Path) -> list[Verdict]:
     """Every claim for every model the result files cover (claims a-e per model, f across models)."""
     tables = _Tables(Path(results))
     verdicts: list[Verdict] = []
-    for claim, judge in (("a", _deep_blocks), ("b", _final_layer), ("c", _collapse), ("d", _healing_gain),
-                         ("e", _strategies)):  # fmt: skip
+    judges = (("a", _deep_blocks), ("b", _final_layer), ("c", _collapse), ("d", _healing_gain), ("e", _strategies))
+    for claim, judge in judges:
         for model in tables.models():
-            verdict, evidence, figure = judge(tables, model)
-            verdicts.append(Verdict(claim, CLAIMS[claim], model, verdict, evidence, figure))
-    verdict, evidence, figure = _size_ladder(tables)
-    verdicts.append(Verdict("f", CLAIMS["f"], "all", verdict, evidence, figure))
+            verdicts.append(_verdict(claim, model, judge(tables, model)))
+    verdicts.append(_verdict("f", "all", _size_ladder(tables)))
     return verdicts
+
+
+def _verdict(claim: str, model: str, judged: _Judged) -> Verdict:
+    criterion = CRITERIA[claim]
+    p = "" if judged.p is None or np.isnan(judged.p) else f"{judged.p:.3g}"
+    power = "" if judged.power is None or np.isnan(judged.power) else f"{judged.power:.3f}"
+    return Verdict(
+        claim, CLAIMS[claim], model, judged.verdict, criterion.margin, criterion.test, p, power, judged.evidence,
+        judged.figure,
+    )  # fmt: skip
 
 
 def ledger_table(results: str | Path) -> pd.DataFrame:
@@ -83,6 +119,10 @@ class _Tables:
     def sweeps(self) -> pd.DataFrame:
         return _concat(self.get(files.HEADLINE), self.get(files.RESULTS), self.get(files.LADDER))
 
+    def losses(self) -> pd.DataFrame:
+        """Chapter 2's held-out losses of every strategy (random: one row per distinct block)."""
+        return self.get(files.PRUNED_LOSSES)
+
     def comparisons(self) -> pd.DataFrame:
         names = (files.HEADLINE_COMPARISONS, files.COMPARISONS, files.LADDER_COMPARISONS)
         return _concat(*(self.get(name) for name in names))
@@ -108,27 +148,30 @@ def _of(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     return frame[frame["model"] == model] if "model" in frame else frame.iloc[0:0]
 
 
-def _deep_blocks(tables: _Tables, model: str) -> tuple[str, str, str]:
+def _deep_blocks(tables: _Tables, model: str) -> _Judged:
     rows = _of(tables.blocks(), model)
     rows = rows[(rows["fraction"] >= 0.1) & (rows["fraction"] <= 0.5)] if not rows.empty else rows
     if rows.empty:
-        return UNTESTABLE, "no profile of this model", ""
-    depth = rows["start"] / (rows["layers"] - rows["n"])
-    deep = float((depth >= DEEP).mean())
+        return _Judged(UNTESTABLE, "no profile of this model", "")
+    layers = int(rows["layers"].iloc[0])
+    deep = rows["start"] >= DEEP * rows["layers"]
+    share = float(deep.mean())
     stable = float(rows["same start"].mean())
+    positions = ", ".join(f"{int(r.start)}..{int(r.start + r.n - 1)}" for r in rows.itertuples())
     evidence = (
-        f"l*(n) for n = {rows['n'].min()}..{rows['n'].max()} (10-50% of {int(rows['layers'].iloc[0])} layers): "
-        f"{', '.join(map(str, rows['start'].astype(int)))}; {deep:.0%} of these blocks start in the deeper half; "
-        f"the same l* in {stable:.0%} of bootstrap resamples of the profiled sequences (mean over n)"
+        f"the most alike block l*..l*+n-1 for n = {rows['n'].min()}..{rows['n'].max()} (10-50% of {layers} layers, "
+        f"numbered 0..{layers - 1}): {positions}; {int(deep.sum())} of {len(rows)} start at or past layer "
+        f"{DEEP * layers:g} (L/2); the same l* in {stable:.0%} of bootstrap resamples of the profiled sequences "
+        f"(mean over n)"
     )
-    verdict = HELD if deep >= 0.75 else NOT_HELD if deep <= 0.25 else PARTLY
-    return verdict, evidence, _figure(rows)
+    verdict = HELD if share >= DEEP_SHARE[0] else NOT_HELD if share < DEEP_SHARE[1] else INCONCLUSIVE
+    return _Judged(verdict, evidence, _figure(rows))
 
 
-def _final_layer(tables: _Tables, model: str) -> tuple[str, str, str]:
+def _final_layer(tables: _Tables, model: str) -> _Judged:
     rows = _of(tables.layers(), model).sort_values("layer") if "model" in tables.layers() else pd.DataFrame()
     if rows.empty:
-        return UNTESTABLE, "no profile of this model", ""
+        return _Judged(UNTESTABLE, "no profile of this model", "")
     final, top = rows.iloc[-1], largest_deep_change(rows)
     evidence = (
         f"D[1, final] = {final['D']:.3f} [{final['D low']:.3f}, {final['D high']:.3f}]; the largest of the other "
@@ -136,8 +179,8 @@ def _final_layer(tables: _Tables, model: str) -> tuple[str, str, str]:
         f"{top['D high']:.3f}]"
     )
     if final["D low"] > top["D high"]:
-        return HELD, evidence, _figure(rows)
-    return (PARTLY if final["D"] > top["D"] else NOT_HELD), evidence, _figure(rows)
+        return _Judged(HELD, evidence, _figure(rows))
+    return _Judged(INCONCLUSIVE if final["D"] > top["D"] else NOT_HELD, evidence, _figure(rows))
 
 
 def largest_deep_change(single: pd.DataFrame) -> pd.Series:
@@ -149,110 +192,101 @@ def largest_deep_change(single: pd.DataFrame) -> pd.Series:
 
 
 def _qa_task(rows: pd.DataFrame) -> str | None:
-    """The QA task a claim is judged on: MMLU where the model is above chance unpruned, else ARC-Easy."""
+    """The QA task a claim is judged on: MMLU where the model is resolved above chance unpruned, else ARC-Easy."""
     for task in ("mmlu", "arc_easy"):
         if task in rows and _above_chance(rows, task):
             return task
     return None
 
 
-def _unpruned(rows: pd.DataFrame) -> pd.Series:
-    return rows[rows["strategy"] == "none"].iloc[0]
+def _describe(point: Point, task: str) -> str:
+    """'4/30 (13%) 0.540, -0.010 [-0.040, +0.020] vs unpruned, equivalent' for one point of a curve."""
+    text = f"{fraction_label(point.row)} {point.row[task]:.3f}"
+    paired = point.comparison
+    if paired is not None:
+        text += f", {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}] {paired['outcome']}"
+        if "graded outcome" in paired and not pd.isna(paired.get("graded outcome")):
+            text += f" (graded {paired['graded difference']:+.3f}, {paired['graded outcome']})"
+    if point.at_chance:
+        text += ", at chance"
+    return text
 
 
-def _above_chance(rows: pd.DataFrame, task: str) -> bool:
-    base = rows[rows["strategy"] == "none"]
-    if base.empty or pd.isna(base.iloc[0][task]):
-        return False
-    return not reaches_chance(base.iloc[0], task)
-
-
-def accuracy_interval(row: pd.Series, task: str) -> tuple[float, float]:
-    """The 95% Wilson interval of a result row's accuracy on `task` (columns `task` and "`task` n")."""
-    count = int(row[f"{task} n"])
-    return wilson_interval(row[task] * count, count)
-
-
-def reaches_chance(row: pd.Series, task: str) -> bool:
-    """Whether a result row's accuracy on `task` is at chance: its 95% Wilson interval reaches the chance level."""
-    return accuracy_interval(row, task)[0] <= row[f"{task} chance"]
-
-
-def _curve(rows: pd.DataFrame, strategy: str, stage: str = "pruned") -> pd.DataFrame:
-    picked = rows[((rows["strategy"] == strategy) & (rows["stage"] == stage)) | (rows["strategy"] == "none")]
-    return picked.sort_values("fraction")
-
-
-def collapse_point(
-    rows: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategy: str = "similarity"
-) -> tuple[float | None, float | None]:
-    """(the last fraction of the plateau, the first fraction at chance) of a strategy's curve before healing,
-    None where there is none: the plateau ends before the first fraction whose paired difference from the unpruned
-    model is resolved below 0; a fraction is at chance when its 95% Wilson interval reaches the chance level."""
-    plateau, collapse, dropped = None, None, False
-    for _, row in _curve(rows, strategy).iterrows():
-        if row["strategy"] == "none":
-            continue
-        drop = find_comparison(comparisons, task, row["fraction"], strategy, "pruned", "unpruned")
-        dropped = dropped or (drop is not None and drop["high"] < 0)
-        plateau = plateau if dropped else row["fraction"]
-        if collapse is None and reaches_chance(row, task):
-            collapse = row["fraction"]
-    return plateau, collapse
-
-
-def above_chance_again(rows: pd.DataFrame, task: str, collapse: float, strategy: str = "similarity") -> pd.DataFrame:
-    """The points of a strategy's curve before healing, past its collapse, whose 95% interval clears chance again."""
-    later = _curve(rows, strategy)
-    later = later[(later["strategy"] == strategy) & (later["fraction"] > collapse)]
-    return later[[not reaches_chance(row, task) for _, row in later.iterrows()]]
-
-
-def _collapse(tables: _Tables, model: str) -> tuple[str, str, str]:
+def _collapse(tables: _Tables, model: str) -> _Judged:
     rows = _of(tables.sweeps(), model)
     task = _qa_task(rows) if not rows.empty else None
     if task is None:
-        return UNTESTABLE, "the unpruned model is not resolved above chance on MMLU or ARC-Easy", _figure(rows)
-    comparisons = _of(tables.comparisons(), model)
-    plateau, collapse = collapse_point(rows, comparisons, task)
+        return _Judged(UNTESTABLE, "the unpruned model is not resolved above chance on MMLU or ARC-Easy", _figure(rows))
+    reading = read_curve(rows, _of(tables.comparisons(), model), task)
     base = _unpruned(rows)
+    if not reading.points:
+        return _Judged(UNTESTABLE, "no fraction of layers was removed", _figure(rows))
     evidence = (
         f"{task}: {base[task]:.3f} unpruned ({int(base[f'{task} n'])} questions, chance {base[f'{task} chance']:.2f}); "
-        + ("no fraction removed keeps it (every one is resolved below it, paired)" if plateau is None
-           else f"not resolved below it up to {plateau:.0%} removed")
-        + ("; it never reaches chance in the grid" if collapse is None else f"; first at chance at {collapse:.0%}")
-    )  # fmt: skip
-    again = above_chance_again(rows, task, collapse) if collapse is not None else rows.iloc[0:0]
-    if not again.empty:
-        evidence += "; above chance again at " + ", ".join(f"{f:.0%}" for f in again["fraction"])
-    if plateau is not None and collapse is not None and collapse > plateau:
-        return HELD, evidence, _figure(rows)
-    return (PARTLY if collapse is not None else NOT_HELD), evidence, _figure(rows)
+        "removed, against the unpruned model: " + "; ".join(_describe(point, task) for point in reading.points)
+    )
+    first = reading.points[0]
+    tested = [p.comparison for p in (reading.plateau or [first]) if p.comparison is not None]
+    p_equivalence = max((float(c["p equivalence"]) for c in tested), default=None)
+    power = max((float(c["detectable"]) for c in tested), default=None)
+    if first.drops:
+        return _Judged(
+            NOT_HELD, evidence + f"; no plateau: {fraction_label(first.row)} already loses accuracy beyond the margin",
+            _figure(rows), p=float(first.comparison["p holm"]), power=power,
+        )  # fmt: skip
+    reasons = []
+    if reading.plateau:
+        evidence += f"; holds (equivalent) up to {fraction_label(reading.plateau[-1].row)}"
+    else:
+        reasons.append(
+            f"the first fraction removed is neither shown equivalent (margin +-{_ACC.value:.2f}) nor shown to drop"
+        )
+    if reading.collapse is not None:
+        evidence += f"; at chance from {fraction_label(reading.collapse.row)} on"
+    else:
+        reasons.append("no fraction of the grid is at chance with every larger one at chance too")
+    if reading.again:
+        reasons.append(
+            f"non-monotone: at chance at {fraction_label(reading.first_chance.row)}, resolved above chance again at "
+            + ", ".join(fraction_label(point.row) for point in reading.again)
+        )
+    if reading.collapse is not None and reading.plateau and removed(reading.collapse.row) <= reading.plateau_end:
+        reasons.append("the collapse does not follow the plateau")
+    if not reasons:
+        return _Judged(HELD, evidence, _figure(rows), p=p_equivalence, power=power)
+    return _Judged(INCONCLUSIVE, evidence + "; " + "; ".join(reasons), _figure(rows), p=p_equivalence, power=power)
 
 
-def _healing_gain(tables: _Tables, model: str) -> tuple[str, str, str]:
+def _healing_gain(tables: _Tables, model: str) -> _Judged:
     rows = _of(tables.sweeps(), model)
     healed = rows[rows["stage"] == "healed"] if "stage" in rows else rows.iloc[0:0]
     if healed.empty:
-        return UNTESTABLE, "this model was not healed", _figure(rows)
+        return _Judged(UNTESTABLE, "this model was not healed", _figure(rows))
     base = _unpruned(rows)
     task = _qa_task(rows)
-    parts, loss_wins = [], []
-    for row in healed.itertuples():
-        pruned = rows[(rows["strategy"] == row.strategy) & (rows["stage"] == "pruned")]
-        pruned = pruned[np.isclose(pruned["fraction"], row.fraction)].iloc[0]
-        loss_gain = _recovered(pruned["loss"], row.loss, base["loss"])
-        text = f"{row.strategy} {row.fraction:.0%}: loss {loss_gain:.0%} recovered"
+    comparisons = _of(tables.comparisons(), model)
+    parts, loss_wins, ps, powers = [], [], [], []
+    for _, row in healed.iterrows():
+        pruned = rows[(rows["strategy"] == row["strategy"]) & (rows["stage"] == "pruned")]
+        pruned = pruned[np.isclose(pruned["fraction"], row["fraction"])].iloc[0]
+        loss_gain = _recovered(pruned["loss"], row["loss"], base["loss"])
+        text = f"{row['strategy']} {fraction_label(row)}: loss {loss_gain:.0%} recovered"
         if task:
-            qa_gain = _recovered(pruned[task], getattr(row, task), base[task])
+            qa_gain = _recovered(pruned[task], row[task], base[task])
             text += f", {task} {qa_gain:.0%}"
+            gain = find_comparison(comparisons, task, row["fraction"], row["strategy"], "healed", "pruned")
+            if gain is not None:
+                text += f" ({gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}], {gain['outcome']})"
+                ps.append(float(gain["p holm"]))
+                powers.append(float(gain["detectable"]))
             loss_wins.append(loss_gain > qa_gain)
         parts.append(text)
     evidence = "; ".join(parts) + ("" if task else " (QA at chance unpruned: only the loss can be judged)")
     if not task:
-        return UNTESTABLE, evidence, _figure(rows)
+        return _Judged(UNTESTABLE, evidence, _figure(rows))
     share = float(np.mean(loss_wins))
-    return (HELD if share == 1 else NOT_HELD if share == 0 else PARTLY), evidence, _figure(rows)
+    verdict = HELD if share == 1 else NOT_HELD if share == 0 else INCONCLUSIVE
+    return _Judged(verdict, evidence, _figure(rows), p=min(ps, default=None), power=max(powers, default=None))
 
 
 def _recovered(pruned: float, healed: float, unpruned: float) -> float:
@@ -261,83 +295,126 @@ def _recovered(pruned: float, healed: float, unpruned: float) -> float:
     return float((pruned - healed) / lost) if lost else float("nan")
 
 
-def _strategies(tables: _Tables, model: str) -> tuple[str, str, str]:
-    rows = _of(tables.sweeps(), model)
-    if rows.empty or not {"similarity", "last"} <= set(rows["strategy"]):
-        return UNTESTABLE, "similarity and last were not both run", _figure(rows)
-    task, comparisons = _qa_task(rows), _of(tables.comparisons(), model)
-    parts, before_wins, meets = [], [], []
-    for fraction in sorted(set(rows[rows["strategy"] == "similarity"]["fraction"])):
-        at = rows[np.isclose(rows["fraction"], fraction)]
-        loss = {(r.strategy, r.stage): r.loss for r in at.itertuples()}
-        if ("similarity", "pruned") not in loss or ("last", "pruned") not in loss:
+def _loss_baselines(tables: _Tables, model: str) -> dict[float, dict[str, list[float]]]:
+    """Held-out loss before healing of every strategy at every fraction actually removed: {fraction: {strategy:
+    [losses]}} (random: one per distinct block), from chapter 2's file where it covers the model, else from the
+    sweep's rows."""
+    losses = _of(tables.losses(), model)
+    if losses.empty:
+        losses = _of(tables.sweeps(), model)
+        losses = losses[(losses["stage"] == "pruned") & (losses["strategy"] != "none")] if not losses.empty else losses
+    found: dict[float, dict[str, list[float]]] = {}
+    seen: set[tuple] = set()
+    for _, row in losses.iterrows():
+        key = (round(removed(row), 6), row["strategy"], str(row.get("layers", "")))
+        if key in seen:  # a block drawn twice counts once
             continue
-        gap = loss[("last", "pruned")] - loss[("similarity", "pruned")]
-        text = f"{fraction:.0%}: loss of last - similarity = {gap:+.2f} nats before healing"
-        before = find_comparison(comparisons, task, fraction, "last", "pruned", "similarity")
-        if before is not None:
-            text += f" ({task} {before['difference']:+.3f} [{before['low']:+.3f}, {before['high']:+.3f}])"
-        before_wins.append(gap > 0 and (before is None or before["low"] <= 0))  # QA not resolved for last
-        if ("similarity", "healed") in loss and ("last", "healed") in loss:
-            text += f", {loss[('last', 'healed')] - loss[('similarity', 'healed')]:+.2f} after"
-            healed = find_comparison(comparisons, task, fraction, "last", "healed", "similarity")
+        seen.add(key)
+        found.setdefault(key[0], {}).setdefault(row["strategy"], []).append(float(row["loss"]))
+    return found
+
+
+def _strategies(tables: _Tables, model: str) -> _Judged:
+    rows = _of(tables.sweeps(), model)
+    by_fraction = _loss_baselines(tables, model)
+    if not any("similarity" in s and len(s) > 1 for s in by_fraction.values()):
+        return _Judged(UNTESTABLE, "the similarity block and no other strategy were run", _figure(rows))
+    task, comparisons = (_qa_task(rows) if not rows.empty else None), _of(tables.comparisons(), model)
+    margin = _LOSS.value
+    parts, beats, loses, meets, ps, powers = [], [], [], [], [], []
+    for fraction in sorted(by_fraction):
+        strategies = by_fraction[fraction]
+        if "similarity" not in strategies or len(strategies) < 2:
+            continue
+        own = strategies["similarity"][0]
+        texts = []
+        for strategy, values in strategies.items():
+            if strategy == "similarity":
+                continue
+            mean = float(np.mean(values))
+            if len(values) > 1:
+                texts.append(f"{strategy} {mean - own:+.2f} (mean of {len(values)} distinct blocks, lowest "
+                             f"{min(values) - own:+.2f})")  # fmt: skip
+                beats.append(own < min(values) and mean - own > margin)
+                loses.append(own - mean > margin)
+            else:
+                texts.append(f"{strategy} {mean - own:+.2f}")
+                beats.append(mean - own > margin)
+                loses.append(own - mean > margin)
+        text = f"{fraction:.0%}: loss minus the similarity block's, before healing: " + ", ".join(texts)
+        sweep_at = rows[[abs(removed(r) - fraction) < 1e-6 for _, r in rows.iterrows()]] if not rows.empty else rows
+        if not sweep_at.empty:
+            point = sweep_at.iloc[0]
+            before = find_comparison(comparisons, task, point["fraction"], "last", "pruned", "similarity")
+            if before is not None:
+                text += f"; {task}, last - similarity {before['difference']:+.3f} [{before['low']:+.3f}, " \
+                        f"{before['high']:+.3f}] {before['outcome']}"  # fmt: skip
+                loses.append(before["outcome"] == DIFFERENT and before["difference"] > 0)
+            healed = find_comparison(comparisons, task, point["fraction"], "last", "healed", "similarity")
             if healed is not None:
-                text += (
-                    f"; healed {task}, last - similarity = {healed['difference']:+.3f} "
-                    f"[{healed['low']:+.3f}, {healed['high']:+.3f}]"
-                )
-                if all(reaches_chance(row, task) for _, row in at[at["stage"] == "healed"].iterrows()):
+                text += f"; healed {task}, last - similarity {healed['difference']:+.3f} [{healed['low']:+.3f}, " \
+                        f"{healed['high']:+.3f}] {healed['outcome']}"  # fmt: skip
+                pair = sweep_at[sweep_at["stage"] == "healed"]
+                if not pair.empty and all(is_at_chance(r, task) for _, r in pair.iterrows()):
                     text += " (both healed models at chance: meeting there says nothing)"
                 else:
-                    meets.append(not excludes_zero(healed["low"], healed["high"]))
+                    meets.append(healed["outcome"])
+                    ps.append(float(healed["p equivalence"]))
+                    powers.append(float(healed["detectable"]))
         parts.append(text)
     evidence = "; ".join(parts)
-    beats = bool(before_wins) and all(before_wins)
+    p, power = max(ps, default=None), max(powers, default=None)
+    if any(loses) or DIFFERENT in meets:
+        return _Judged(NOT_HELD, evidence, _figure(rows), p=p, power=power)
+    reasons = []
+    if not all(beats):
+        reasons.append(f"some loss gaps are within the +-{margin:.2f} nats margin")
     if not meets:
-        untested = "; 'they meet' is untested (no healed pair above chance on QA)"
-        return (PARTLY if beats else NOT_HELD), evidence + untested, _figure(rows)
-    return (HELD if beats and all(meets) else PARTLY if beats or any(meets) else NOT_HELD), evidence, _figure(rows)
+        reasons.append("'they meet' is untested (no healed pair above chance on QA)")
+    elif not all(m == EQUIVALENT for m in meets):
+        reasons.append("a healed pair is neither shown equivalent nor different")
+    if reasons:
+        return _Judged(INCONCLUSIVE, evidence + "; " + "; ".join(reasons), _figure(rows), p=p, power=power)
+    return _Judged(HELD, evidence, _figure(rows), p=p, power=power)
 
 
-def find_comparison(
-    comparisons: pd.DataFrame, task: str | None, fraction: float, strategy: str, stage: str, versus: str
-) -> pd.Series | None:
-    """The paired comparison of `strategy` at `stage` against `versus` on `task` at `fraction`, if one was made."""
-    if task is None or comparisons.empty:
-        return None
-    match = comparisons[
-        (comparisons["task"] == task)
-        & (comparisons["strategy"] == strategy)
-        & (comparisons["stage"] == stage)
-        & (comparisons["versus"] == versus)
-        & np.isclose(comparisons["fraction"], fraction)
-    ]
-    return None if match.empty else match.iloc[0]
-
-
-def _size_ladder(tables: _Tables) -> tuple[str, str, str]:
+def _size_ladder(tables: _Tables) -> _Judged:
     """Judged on the size ladder (chapter 5), on one task for every model: the first of ARC-Easy and MMLU on which
-    at least two models are resolved above chance unpruned."""
+    every model is resolved above chance unpruned."""
     ladder, comparisons = tables.get(files.LADDER), tables.get(files.LADDER_COMPARISONS)
     models = list(dict.fromkeys(ladder["model"])) if "model" in ladder else []
-    for task in ("arc_easy", "mmlu"):
-        able = [m for m in models if task in ladder and _above_chance(_of(ladder, m), task)]
-        if len(able) >= 2:
-            break
-    else:
-        return UNTESTABLE, "fewer than two models of the ladder are resolved above chance on one task", ""
-    points = []
-    for model in able:
-        rows = _of(ladder, model)
-        _, collapse = collapse_point(rows, _of(comparisons, model), task)
-        points.append((int(_unpruned(rows)["parameters"]), model, collapse))
-    points.sort()
-    evidence = f"{task}: " + "; ".join(
-        f"{model} ({size / 1e6:.0f}M) " + ("no collapse in the grid" if c is None else f"first at chance at {c:.0%}")
-        for size, model, c in points
+    if len(models) < 2:
+        return _Judged(UNTESTABLE, "fewer than two models on the size ladder", "")
+    task = next(
+        (t for t in ("arc_easy", "mmlu") if t in ladder and all(_above_chance(_of(ladder, m), t) for m in models)), None
     )
-    ends = [1.0 if c is None else c for *_, c in points]
-    return (HELD if ends == sorted(ends) and ends[0] < ends[-1] else NOT_HELD), evidence, _figure(ladder)
+    if task is None:
+        below = [m for m in models if not ("arc_easy" in ladder and _above_chance(_of(ladder, m), "arc_easy"))]
+        return _Judged(
+            UNTESTABLE, "no task on which every model of the ladder is resolved above chance unpruned (on ARC-Easy "
+            f"not: {', '.join(below)})", _figure(ladder),
+        )  # fmt: skip
+    points = []
+    for model in models:
+        rows = _of(ladder, model)
+        reading = read_curve(rows, _of(comparisons, model), task)
+        points.append((int(_unpruned(rows)["parameters"]), model, reading))
+    points.sort(key=lambda point: point[0])
+    evidence = f"{task}: " + "; ".join(
+        f"{model} ({size / 1e6:.0f}M) "
+        + ("no collapse in the grid" if r.collapse is None else f"at chance from {fraction_label(r.collapse.row)} on")
+        + (f" (grid up to {removed(r.points[-1].row):.0%})" if r.points else "")
+        for size, model, r in points
+    )
+    missing = [model for _, model, r in points if r.collapse is None]
+    if missing:
+        return _Judged(
+            UNTESTABLE, evidence + f"; the grid does not reach the collapse of {', '.join(missing)}", _figure(ladder)
+        )
+    ends = [r.collapse_at for *_, r in points]
+    if any(later < earlier - 1e-9 for earlier, later in itertools.pairwise(ends)):
+        return _Judged(NOT_HELD, evidence, _figure(ladder))
+    return _Judged(HELD if ends[-1] > ends[0] + 1e-9 else INCONCLUSIVE, evidence, _figure(ladder))
 
 
 def _figure(rows: pd.DataFrame) -> str:

@@ -31,11 +31,12 @@ INFERENCE = "06_inference.csv"
 PRECISION_AGREEMENT = "06_precision_agreement.csv"
 PRECISION = "06_precision.csv"
 CLAIMS = "07_claims.csv"
+CRITERIA = "07_criteria.csv"
 
 TIMINGS = frozenset({PRUNED_SPEED, PROFILING, MEMORY, INFERENCE, PRECISION})
 """Files of measured times and memory: they differ between two runs of the same book."""
 
-READS: dict[str, tuple[str, ...]] = {"07_claims": ("01_similarity", "04_results", "05_across_models")}
+READS: dict[str, tuple[str, ...]] = {"07_claims": ("01_similarity", "02_selection", "04_results", "05_across_models")}
 """The chapters whose result files a chapter reads; a change to them, and to no other chapter's files, makes it
 stale (chapters not listed read none)."""
 

@@ -1,11 +1,14 @@
 """Uncertainty for the study's claims: bootstrap intervals for D and l*(n) over the profiled sequences, Wilson
-intervals for an accuracy, and paired comparisons of two models on the same questions (a paired bootstrap of the
-difference and McNemar's exact test)."""
+intervals for an accuracy, and paired comparisons of two models on the same questions. One rule decides each
+paired accuracy comparison: McNemar's exact test, with the Clopper-Pearson interval of the discordant split as its
+interval (they never disagree), two one-sided exact tests against a margin declared in advance (`MARGINS`) for
+equivalence, and Holm's correction over each family of comparisons; a graded per-question measure is compared by a
+paired t test the same way. Every comparison ends in one of three outcomes: different, equivalent, inconclusive."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +17,9 @@ from ..errors import InvalidInputError
 from ..similarity import DistanceProfile
 
 Z95 = 1.959963984540054
-DRAWS = 2000
+Z90 = 1.6448536269514722
+ALPHA = 0.05  # every test here is at 5%: two-sided for differences, each one-sided test of an equivalence
+POWER = 0.80  # the power at which a comparison's minimum detectable difference is given
 
 
 def wilson_interval(successes: float, total: int, z: float = Z95) -> tuple[float, float]:
@@ -27,10 +32,74 @@ def wilson_interval(successes: float, total: int, z: float = Z95) -> tuple[float
     return centre - half, centre + half
 
 
+DIFFERENT, EQUIVALENT, INCONCLUSIVE = "different", "equivalent", "inconclusive"
+"""The three outcomes of every comparison (`outcome`)."""
+
+
+@dataclass(frozen=True)
+class Margin:
+    """An equivalence margin declared before any result is seen: differences within +-`value` (in `unit`) count as
+    the same; `reason` says why this value."""
+
+    value: float
+    unit: str
+    reason: str
+
+
+MARGINS: dict[str, Margin] = {
+    "accuracy": Margin(
+        0.05,
+        "accuracy, absolute",
+        "the paper reads its plateaus off figures where a few points of MMLU are within the noise of one model, and "
+        "calls a fall of 10+ points a collapse; 5 points is half that, and a pruned model within 5 points of the "
+        "unpruned one is what 'holds its accuracy' means in practice",
+    ),
+    "chance": Margin(
+        0.05,
+        "accuracy above chance, absolute",
+        "'collapses to chance' means no better than guessing: an accuracy shown (90% Wilson bound) to be less than "
+        "5 points above chance, or below it (a damaged model may prefer one letter and fall under 1/k)",
+    ),
+    "graded": Margin(
+        0.05,
+        "probability of the right answer, absolute",
+        "the same 5 points as for accuracy, on the probability the model gives the right answer: a graded "
+        "measure moves with every question, so it resolves far smaller effects than right/wrong at the same "
+        "margin",
+    ),
+    "loss": Margin(
+        0.05,
+        "held-out loss, nats",
+        "one held-out set gives no interval for a loss; 0.05 nats (about 5% in perplexity) is the smallest gap "
+        "read as one strategy beating another, smaller gaps are ties",
+    ),
+}
+"""Every margin a verdict uses, with its reason (chapter 7's criteria table shows them)."""
+
+
+def outcome(p_value: float, p_equivalence: float, alpha: float = ALPHA) -> str:
+    """One of the three outcomes of a comparison: "equivalent" when the two one-sided tests both reject a
+    difference as large as the margin (the 90% interval lies inside +-margin, whether or not a smaller difference
+    is resolved), "different" when the test of no difference rejects (p < alpha) and equivalence is not shown,
+    "inconclusive" when neither test rejects: no evidence of a difference is never read as sameness."""
+    if p_equivalence < alpha:
+        return EQUIVALENT
+    if p_value < alpha:
+        return DIFFERENT
+    return INCONCLUSIVE
+
+
 @dataclass(frozen=True)
 class PairedComparison:
-    """Model B against model A on the same questions: the accuracy difference B - A with a 95% paired-bootstrap
-    interval, the discordant counts (A right and B wrong, and the reverse) and McNemar's exact two-sided p."""
+    """Model B against model A on the same questions, right (1) or wrong (0): the accuracy difference B - A, the
+    discordant counts (A right and B wrong, and the reverse) and McNemar's exact two-sided p, which decides. The
+    95% interval [low, high] is the central Clopper-Pearson interval of the discordant split b_only / (a_only +
+    b_only) mapped to the difference (times the discordant share of the questions): it excludes 0 exactly when
+    p < 0.05. The equivalence test (two one-sided exact tests at +-`margin`, p_equivalence) uses the 90%
+    interval of the same construction [low90, high90], widened outwards by the 95% upper bound of the discordant
+    share (so that a few questions on which two models happen to agree cannot show them equivalent).
+    `detectable` is the smallest difference this comparison detects with 80% power at two-sided 5%, from its own
+    discordance."""
 
     questions: int
     difference: float
@@ -39,11 +108,20 @@ class PairedComparison:
     a_only: int
     b_only: int
     p_value: float
+    low90: float = math.nan
+    high90: float = math.nan
+    margin: float = math.nan
+    p_equivalence: float = 1.0
+    detectable: float = math.nan
 
     @property
     def resolved(self) -> bool:
-        """True when the 95% interval excludes 0."""
-        return excludes_zero(self.low, self.high)
+        """True when McNemar's test rejects no difference at 5% (the same as: the 95% interval excludes 0)."""
+        return self.p_value < ALPHA
+
+    @property
+    def outcome(self) -> str:
+        return outcome(self.p_value, self.p_equivalence)
 
 
 def excludes_zero(low: float, high: float) -> bool:
@@ -52,7 +130,7 @@ def excludes_zero(low: float, high: float) -> bool:
 
 
 def paired_comparison(
-    a: Mapping[str, float], b: Mapping[str, float], *, draws: int = DRAWS, seed: int = 0
+    a: Mapping[str, float], b: Mapping[str, float], *, margin: float = MARGINS["accuracy"].value
 ) -> PairedComparison:
     """Compare per-question scores (1 right, 0 wrong) of two models over the questions both answered."""
     shared = sorted(set(a) & set(b))
@@ -60,13 +138,38 @@ def paired_comparison(
         raise InvalidInputError("the two evaluations share no question; evaluate both with the same limit and seed")
     x = np.array([a[q] for q in shared])
     y = np.array([b[q] for q in shared])
-    diff = y - x
-    picks = np.random.default_rng(seed).integers(0, len(shared), size=(draws, len(shared)))
-    means = diff[picks].mean(axis=1)
     a_only, b_only = int(((x == 1) & (y == 0)).sum()), int(((x == 0) & (y == 1)).sum())
-    low, high = np.quantile(means, [0.025, 0.975])
+    return counts_comparison(len(shared), a_only, b_only, margin=margin, difference=float((y - x).mean()))
+
+
+def counts_comparison(
+    questions: int,
+    a_only: int,
+    b_only: int,
+    *,
+    margin: float = MARGINS["accuracy"].value,
+    difference: float | None = None,
+) -> PairedComparison:
+    """`PairedComparison` from the counts alone: `questions` asked, `a_only` right only for A, `b_only` only for B."""
+    if questions <= 0 or a_only < 0 or b_only < 0 or a_only + b_only > questions:
+        raise InvalidInputError(f"impossible counts: {a_only} + {b_only} discordant of {questions} questions")
     p_value = mcnemar_exact(a_only, b_only)
-    return PairedComparison(len(shared), float(diff.mean()), float(low), float(high), a_only, b_only, p_value)
+    low, high = discordant_interval(questions, a_only, b_only, 1 - ALPHA)
+    low90, high90 = discordant_interval(questions, a_only, b_only, 1 - 2 * ALPHA, widen=True)
+    return PairedComparison(
+        questions=questions,
+        difference=(b_only - a_only) / questions if difference is None else difference,
+        low=low,
+        high=high,
+        a_only=a_only,
+        b_only=b_only,
+        p_value=p_value,
+        low90=low90,
+        high90=high90,
+        margin=margin,
+        p_equivalence=mcnemar_equivalence(questions, a_only, b_only, margin),
+        detectable=mcnemar_detectable(questions, a_only + b_only),
+    )
 
 
 def mcnemar_exact(a_only: int, b_only: int) -> float:
@@ -74,6 +177,158 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
     total = a_only + b_only
     tail = sum(math.comb(total, k) for k in range(min(a_only, b_only) + 1)) / 2**total
     return min(1.0, 2 * tail)
+
+
+def clopper_pearson(successes: int, total: int, level: float = 1 - ALPHA) -> tuple[float, float]:
+    """The central Clopper-Pearson interval of a binomial proportion (each tail (1 - level) / 2)."""
+    from scipy.stats import beta
+
+    if total <= 0:
+        return 0.0, 1.0
+    tail = (1 - level) / 2
+    low = 0.0 if successes == 0 else float(beta.ppf(tail, successes, total - successes + 1))
+    high = 1.0 if successes == total else float(beta.ppf(1 - tail, successes + 1, total - successes))
+    return low, high
+
+
+def discordant_upper(questions: int, discordant: int, level: float = 1 - ALPHA) -> float:
+    """The one-sided upper Clopper-Pearson bound (at `level`) of the share of questions two models disagree on."""
+    from scipy.stats import beta
+
+    return 1.0 if discordant >= questions else float(beta.ppf(level, discordant + 1, questions - discordant))
+
+
+def discordant_interval(
+    questions: int, a_only: int, b_only: int, level: float, *, widen: bool = False
+) -> tuple[float, float]:
+    """The Clopper-Pearson interval of the split b_only / (a_only + b_only) at `level`, mapped to the accuracy
+    difference B - A = (discordant / questions) * (2 * split - 1). The interval of the split is on the side of 1/2
+    that McNemar's exact test at 1 - level says (so the two never disagree, even by a rounding). With `widen`, the
+    bounds away from 0 are scaled by the 95% upper bound of the discordant share instead of its estimate."""
+    discordant = a_only + b_only
+    if discordant == 0:
+        bound = discordant_upper(questions, 0) if widen else 0.0
+        return (-bound if bound else 0.0), bound
+    low, high = clopper_pearson(b_only, discordant, level)
+    if mcnemar_exact(a_only, b_only) < 1 - level:  # resolved: the split's interval lies on one side of 1/2
+        if b_only > a_only:
+            low = max(low, math.nextafter(0.5, 1))
+        else:
+            high = min(high, math.nextafter(0.5, 0))
+    else:
+        low, high = min(low, 0.5), max(high, 0.5)
+    share = discordant / questions
+    outer = discordant_upper(questions, discordant) if widen else share
+    return (outer if low < 0.5 else share) * (2 * low - 1), (outer if high > 0.5 else share) * (2 * high - 1)
+
+
+def mcnemar_equivalence(questions: int, a_only: int, b_only: int, margin: float) -> float:
+    """The p-value of two one-sided exact tests that |B - A| >= margin (the larger of the two): conditional on the
+    discordant pairs, each is a binomial tail of the split at 1/2 -+ margin / (2 * u), with u the 95% upper bound of
+    the discordant share (`discordant_interval(..., widen=True)` at 90% is its interval)."""
+    from scipy.stats import binom
+
+    discordant = a_only + b_only
+    bound = discordant_upper(questions, discordant)
+    if discordant == 0:
+        return 0.0 if bound < margin else 1.0
+    half = margin / (2 * bound)
+    below = 0.0 if half >= 0.5 else float(binom.sf(b_only - 1, discordant, 0.5 - half))  # H0: B - A <= -margin
+    above = 0.0 if half >= 0.5 else float(binom.cdf(b_only, discordant, 0.5 + half))  # H0: B - A >= margin
+    return max(below, above)
+
+
+def mcnemar_detectable(questions: int, discordant: int, power: float = POWER, alpha: float = ALPHA) -> float:
+    """The smallest accuracy difference McNemar's test detects with `power` at two-sided `alpha` on `questions`
+    questions, at the observed discordant share (at least one question): the root of
+    z_(alpha/2) sqrt(d) + z_power sqrt(d - delta^2) = delta sqrt(questions) (Connor's normal approximation)."""
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    share = max(discordant, 1) / questions
+    za, zb = norm.ppf(1 - alpha / 2), norm.ppf(power)
+
+    def gap(delta: float) -> float:
+        return za * math.sqrt(share) + zb * math.sqrt(max(share - delta * delta, 0.0)) - delta * math.sqrt(questions)
+
+    top = math.sqrt(share)
+    return float(brentq(gap, 0.0, top)) if gap(top) < 0 else top
+
+
+@dataclass(frozen=True)
+class GradedComparison:
+    """Model B against model A on a graded per-question measure (e.g. the probability of the right answer): the
+    mean paired difference B - A with its 95% paired-t interval and p, the two one-sided t tests at +-`margin`
+    (p_equivalence, 90% interval [low90, high90]) and the smallest difference detectable with 80% power at
+    two-sided 5% from the standard deviation of the differences."""
+
+    questions: int
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    low90: float
+    high90: float
+    margin: float
+    p_equivalence: float
+    detectable: float
+    sd: float
+
+    @property
+    def outcome(self) -> str:
+        return outcome(self.p_value, self.p_equivalence)
+
+
+def graded_comparison(
+    a: Mapping[str, float], b: Mapping[str, float], *, margin: float = MARGINS["graded"].value
+) -> GradedComparison:
+    """Compare graded per-question scores (floats) of two models over the questions both have: a paired t test."""
+    from scipy.stats import t
+
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        raise InvalidInputError("the two evaluations share no graded question")
+    diff = np.array([b[q] - a[q] for q in shared], dtype=float)
+    count, mean = len(diff), float(diff.mean())
+    if count < 2:
+        nan = math.nan
+        return GradedComparison(count, mean, nan, nan, 1.0, nan, nan, margin, 1.0, nan, nan)
+    sd = float(diff.std(ddof=1))
+    se, df = sd / math.sqrt(count), count - 1
+    detectable = float((t.ppf(1 - ALPHA / 2, df) + t.ppf(POWER, df)) * se)
+    if se == 0:
+        p_value = 1.0 if mean == 0 else 0.0
+        p_equivalence = 0.0 if abs(mean) < margin else 1.0
+        return GradedComparison(count, mean, mean, mean, p_value, mean, mean, margin, p_equivalence, detectable, sd)
+    q95, q90 = float(t.ppf(1 - ALPHA / 2, df)), float(t.ppf(1 - ALPHA, df))
+    p_value = float(2 * t.sf(abs(mean) / se, df))
+    p_equivalence = float(max(t.sf((mean + margin) / se, df), t.cdf((mean - margin) / se, df)))
+    return GradedComparison(
+        count, mean, mean - q95 * se, mean + q95 * se, p_value, mean - q90 * se, mean + q90 * se, margin,
+        p_equivalence, detectable, sd,
+    )  # fmt: skip
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values of one family of tests (in the order given; NaN stays NaN)."""
+    indexed = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running, count = 0.0, len(indexed)
+    for rank, (p, i) in enumerate(indexed):
+        running = max(running, min(1.0, (count - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+def at_chance(accuracy: float, total: int, chance: float, margin: float = MARGINS["chance"].value) -> bool:
+    """Whether an accuracy over `total` questions is shown to be at chance: the upper bound of its 90% Wilson
+    interval (a one-sided 5% test) is below chance + margin. An accuracy below chance counts as at chance."""
+    return wilson_interval(accuracy * total, total, Z90)[1] < chance + margin
+
+
+def above_chance(accuracy: float, total: int, chance: float) -> bool:
+    """Whether an accuracy is resolved above chance: the lower bound of its 95% Wilson interval is above it."""
+    return wilson_interval(accuracy * total, total)[0] > chance
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from ..evaluation.generation import greedy_generate
 from ..evaluation.tasks import TASKS, resolve_tasks
 from ..lens import LogitLens, logit_lens
 from ..loss import HeldoutLoss, heldout_loss
-from ..selection import get_strategy, ranking_profile
+from ..selection import get_strategy, layers_for_fraction, ranking_profile
 from ..similarity import DistanceProfile, profile_distances
 from ..surgery import prune_fraction
 
@@ -100,14 +100,15 @@ def pruned_losses(
 ) -> list[dict[str, Any]]:
     """Held-out loss (not healed) after removing each fraction of layers with each strategy, one row each; a
     seeded baseline ("random") once per seed (seeds `seed` .. `seed + random_seeds - 1`, a `seed` column tells
-    them apart); a strategy that ranks by influence ("block_influence") reads `influence_profile` when given
-    (`shortgpt_profile`)."""
+    them apart), each seed a distinct block (as many as there are: L-n+1 at most); a strategy that ranks by
+    influence ("block_influence") reads `influence_profile` when given (`shortgpt_profile`)."""
     identity = model_identity(model)
     rows = []
     for fraction in tqdm(fractions, desc="fractions", leave=False):
         for strategy in strategies:
             chosen = ranking_profile(strategy, profile, influence_profile)
-            seeds = range(seed, seed + random_seeds) if get_strategy(strategy).seeded else [seed]
+            draws = min(random_seeds, profile.num_layers - layers_for_fraction(profile.num_layers, fraction) + 1)
+            seeds = range(seed, seed + draws) if get_strategy(strategy).seeded else [seed]
             for draw in seeds:
                 pruned = prune_fraction(model, chosen, fraction, strategy, seed=draw)
                 loss = cached_heldout_loss(
@@ -119,8 +120,10 @@ def pruned_losses(
                 )
                 rows.append(
                     {
+                        "model": model_name(model),
                         "fraction": fraction,
                         "n": pruned.n,
+                        "fraction removed": pruned.n / profile.num_layers,
                         "strategy": strategy,
                         "seed": draw,
                         "layers": list(pruned.layers),
@@ -170,18 +173,22 @@ def chance_levels(tasks: Sequence[str]) -> dict[str, float]:
 
 def mean_over_seeds(rows: Sequence[Mapping[str, Any]], value: str = "loss") -> list[dict[str, Any]]:
     """`pruned_losses` rows with each fraction's draws of a seeded strategy ("random") replaced by one row: their
-    mean `value`, its sample standard deviation (`<value> sd`) and the number of draws (`seeds`)."""
+    mean `value`, its sample standard deviation (`<value> sd`) and the number of distinct blocks drawn (`seeds`);
+    a block drawn twice counts once."""
     kept = [dict(row) for row in rows if not get_strategy(row["strategy"]).seeded]
     draws: dict[tuple[float, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         if get_strategy(row["strategy"]).seeded:
-            draws.setdefault((row["fraction"], row["strategy"]), []).append(row)
+            group = draws.setdefault((row["fraction"], row["strategy"]), [])
+            if "layers" not in row or all(list(row["layers"]) != list(other["layers"]) for other in group):
+                group.append(row)
     for (fraction, strategy), group in draws.items():
         values = np.array([row[value] for row in group])
         kept.append(
             {
                 "fraction": fraction,
                 "n": group[0]["n"],
+                **({"fraction removed": group[0]["fraction removed"]} if "fraction removed" in group[0] else {}),
                 "strategy": strategy,
                 value: float(values.mean()),
                 f"{value} sd": float(values.std(ddof=1)) if len(values) > 1 else float("nan"),

@@ -6,6 +6,7 @@ questions."""
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from ..prefix import DEFAULT_MAX_BYTES, PrefixStates
 from ..selection import block_for_fraction
 from ..similarity import DistanceProfile
 from ..surgery import prune_fraction
-from .statistics import PairedComparison, paired_comparison
+from .statistics import GradedComparison, PairedComparison, graded_comparison, holm, paired_comparison
 from .steps import cached_heal, cached_heldout_loss
 
 STAGES = ("pruned", "quantized", "healed")
@@ -30,10 +31,13 @@ STAGES = ("pruned", "quantized", "healed")
 
 @dataclass
 class SweepResult:
-    """One row per (fraction, strategy, stage); `questions[i]` holds row i's per-question scores per task."""
+    """One row per (fraction, strategy, stage); `questions[i]` holds row i's per-question scores per task (1 right,
+    0 wrong), `graded[i]` its graded per-question scores per task (e.g. the probability of the right answer) where
+    the evaluation gives them (else an empty mapping)."""
 
     rows: list[dict[str, Any]] = field(default_factory=list)
     questions: list[dict[str, dict[str, float]]] = field(default_factory=list)
+    graded: list[dict[str, dict[str, float]]] = field(default_factory=list)
 
     def has(self, **match: Any) -> bool:
         """Whether some row's columns equal `match`."""
@@ -46,9 +50,16 @@ class SweepResult:
             raise KeyError(f"{len(found)} rows match {match}")
         return found[0]
 
-    def paired(self, task: str, a: int, b: int, *, seed: int = 0) -> PairedComparison:
-        """Row b against row a on `task`, on the same questions."""
-        return paired_comparison(self.questions[a][task], self.questions[b][task], seed=seed)
+    def paired(self, task: str, a: int, b: int) -> PairedComparison:
+        """Row b against row a on `task`, on the same questions (exact McNemar; `statistics.PairedComparison`)."""
+        return paired_comparison(self.questions[a][task], self.questions[b][task])
+
+    def graded_paired(self, task: str, a: int, b: int) -> GradedComparison | None:
+        """Row b against row a on `task`'s graded scores (paired t), None where either row has none."""
+        graded = self.graded if len(self.graded) == len(self.rows) else [{}] * len(self.rows)
+        if not graded[a].get(task) or not graded[b].get(task):
+            return None
+        return graded_comparison(graded[a][task], graded[b][task])
 
 
 def sweep(
@@ -97,12 +108,14 @@ def sweep(
                 loss = cached_heldout_loss(
                     candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
                 )
-                scores, questions = _scores(candidate, tokenizer, tasks, evaluation, identity)
+                scores, questions, graded = _scores(candidate, tokenizer, tasks, evaluation, identity)
             result.rows.append(
                 {
                     "model": name,
                     "fraction": fraction,
                     "n": pruned.n,
+                    "model layers": profile.num_layers,
+                    "fraction removed": pruned.n / profile.num_layers,
                     "strategy": strategy,
                     "stage": stage,
                     "layers": " ".join(map(str, pruned.layers)),
@@ -113,6 +126,7 @@ def sweep(
                 }
             )
             result.questions.append(questions)
+            result.graded.append(graded)
         del pruned, variants, candidate  # the copies of this point go before the next is made
         release_memory()
     return result
@@ -142,27 +156,45 @@ def _healing_variants(
 
 def _scores(
     model: nn.Module, tokenizer, tasks: Sequence[str], settings: Mapping[str, Any], identity: str
-) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """Headline value and stderr of each task as flat columns, and each task's per-question scores."""
+) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Each task's accuracy as flat columns, each task's per-question scores, and its graded per-question scores
+    where the evaluation gives them. The accuracy is the mean over the questions scored (right / n), the number
+    the paired tests and the Wilson intervals use (for MMLU, lm-eval's own figure is the mean over subjects, kept
+    as "`task` (lm-eval)" where it differs)."""
     if not tasks:
-        return {}, {}
+        return {}, {}, {}
     from ..evaluation.harness import evaluate  # lm-eval loads only when a chapter evaluates
 
     results = evaluate(model, tokenizer, list(tasks), identity=identity, progress=False, **settings)
     flat: dict[str, Any] = {}
     for row in results.rows:
         if row["headline"]:
-            flat[row["task"]] = row["value"]
-            flat[f"{row['task']} stderr"] = row["stderr"]
-            flat[f"{row['task']} n"] = row["n"]
+            scores = results.questions.get(row["task"], {})
+            count = len(scores) or int(row["n"])
+            accuracy = sum(scores.values()) / count if scores else row["value"]
+            flat[row["task"]] = accuracy
+            flat[f"{row['task']} n"] = count
             flat[f"{row['task']} chance"] = row["chance"]
-    return flat, results.questions
+            if abs(accuracy - row["value"]) > 1e-9:
+                flat[f"{row['task']} (lm-eval)"] = row["value"]
+    graded = {task: dict(values) for task, values in (getattr(results, "graded", None) or {}).items()}
+    return flat, results.questions, graded
 
 
-def comparisons(result: SweepResult, tasks: Sequence[str], *, seed: int = 0) -> list[dict[str, Any]]:
+FAMILIES = ("model", "task", "versus")
+"""A family of comparisons, Holm-corrected together: one model, one task, one reference (every row against the
+unpruned model; every strategy against the similarity block; every healed or quantized model against its pruned
+one)."""
+
+
+def comparisons(result: SweepResult, tasks: Sequence[str]) -> list[dict[str, Any]]:
     """Each row against the unpruned model, each healed or quantized row against the same pruned model, and each
     other strategy against the similarity block at the same fraction and stage, on the same questions: the
-    accuracy difference (row minus reference) with its 95% paired-bootstrap interval and McNemar's p."""
+    accuracy difference (row minus reference), McNemar's exact p (raw, and Holm-corrected within each family,
+    `FAMILIES`), its 95% interval (consistent with the raw p), the equivalence test at the accuracy margin, the
+    outcome (different: Holm p < 0.05 and not equivalent; equivalent; inconclusive) and the smallest difference
+    detectable with 80% power. Where the rows have graded scores, the same columns for the graded measure (paired
+    t), prefixed "graded"."""
     base = result.find(strategy="none")
     rows = []
     for index, row in enumerate(result.rows):
@@ -176,20 +208,62 @@ def comparisons(result: SweepResult, tasks: Sequence[str], *, seed: int = 0) -> 
             references.append(("similarity", result.find(**same | {"strategy": "similarity"}, stage=row["stage"])))
         for versus, reference in references:
             for task in tasks:
-                paired = result.paired(task, reference, index, seed=seed)
-                rows.append(
-                    {
-                        "model": row["model"],
-                        "task": task,
-                        "fraction": row["fraction"],
-                        "strategy": row["strategy"],
-                        "stage": row["stage"],
-                        "versus": versus,
-                        "questions": paired.questions,
-                        "difference": paired.difference,
-                        "low": paired.low,
-                        "high": paired.high,
-                        "p": paired.p_value,
+                paired = result.paired(task, reference, index)
+                line = {
+                    "model": row["model"],
+                    "task": task,
+                    "fraction": row["fraction"],
+                    "fraction removed": row.get("fraction removed", row["fraction"]),
+                    "strategy": row["strategy"],
+                    "stage": row["stage"],
+                    "versus": versus,
+                    "questions": paired.questions,
+                    "difference": paired.difference,
+                    "low": paired.low,
+                    "high": paired.high,
+                    "a only": paired.a_only,
+                    "b only": paired.b_only,
+                    "p": paired.p_value,
+                    "low 90": paired.low90,
+                    "high 90": paired.high90,
+                    "margin": paired.margin,
+                    "p equivalence": paired.p_equivalence,
+                    "detectable": paired.detectable,
+                }
+                graded = result.graded_paired(task, reference, index)
+                if graded is not None:
+                    line |= {
+                        "graded difference": graded.difference,
+                        "graded low": graded.low,
+                        "graded high": graded.high,
+                        "graded p": graded.p_value,
+                        "graded margin": graded.margin,
+                        "graded p equivalence": graded.p_equivalence,
+                        "graded detectable": graded.detectable,
                     }
-                )
-    return rows
+                rows.append(line)
+    return with_holm(rows)
+
+
+def with_holm(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` (comparison rows) with "p holm" (and "graded p holm") within each family (`FAMILIES`) and the outcome
+    each decides ("outcome", "graded outcome"), columns in a stable order."""
+    from .statistics import outcome
+
+    families: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        families.setdefault(tuple(row[key] for key in FAMILIES), []).append(i)
+    for prefix in ("", "graded "):
+        if not any(f"{prefix}p" in row for row in rows):
+            continue
+        for members in families.values():
+            raw = [rows[i].get(f"{prefix}p", math.nan) for i in members]
+            for i, adjusted in zip(members, holm(raw), strict=True):
+                if f"{prefix}p" in rows[i]:
+                    rows[i][f"{prefix}p holm"] = adjusted
+                    rows[i][f"{prefix}outcome"] = outcome(adjusted, rows[i][f"{prefix}p equivalence"])
+    order = [
+        "p holm", "outcome", "graded difference", "graded low", "graded high", "graded p", "graded p holm",
+        "graded margin", "graded p equivalence", "graded outcome", "graded detectable",
+    ]  # fmt: skip
+    return [{k: v for k, v in row.items() if k not in order} | {k: row[k] for k in order if k in row} for row in rows]
