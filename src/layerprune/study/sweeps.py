@@ -177,7 +177,7 @@ def _scores(
             flat[f"{row['task']} chance"] = row["chance"]
             if abs(accuracy - row["value"]) > 1e-9:
                 flat[f"{row['task']} (lm-eval)"] = row["value"]
-    graded = {task: dict(values) for task, values in (getattr(results, "graded", None) or {}).items()}
+    graded = {task: dict(values) for task, values in results.probabilities.items()}
     return flat, results.questions, graded
 
 
