@@ -4,7 +4,7 @@ from . import _quiet  # noqa: F401  (before anything imports bitsandbytes)
 from ._lazy import lazy_attributes
 from .adapters import ArchitectureAdapter, get_adapter, supported_model_types
 from .cache import model_identity
-from .data import corpus_blocks, load_documents, split_documents, tokenize_blocks
+from .data import corpus_blocks, load_documents, split_documents, text_blocks, tokenize_blocks
 from .errors import (
     AssetError,
     InvalidInputError,
@@ -84,5 +84,6 @@ __all__ = [
     "select_block",
     "split_documents",
     "supported_model_types",
+    "text_blocks",
     "tokenize_blocks",
 ]

@@ -153,6 +153,7 @@ BENCHMARK_DATASETS: tuple[str, ...] = (
     "piqa/plain_text",
     "hellaswag/none",
     "winogrande/winogrande_xl",
+    "sciq/none",  # not a task: its support paragraphs are held-out text of another domain (`data.sciq_documents`)
 )
 
 

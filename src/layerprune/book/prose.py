@@ -16,6 +16,7 @@ from ..study.claims import (
     find_comparison,
     fraction_label,
     largest_deep_change,
+    net_recovery,
     read_curve,
     removed,
     resolved_above_chance,
@@ -164,9 +165,9 @@ def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) ->
         text += f" -> {stage['healed']['loss']:.2f} nats healed (unpruned {base['loss']:.2f})"
         if stage["healed"]["loss"] < base["loss"]:
             text += (
-                ", below the unpruned model (healing trains on other speeches of the same corpus; whether it fits "
-                "their domain rather than restoring the model is not tested here: no held-out text of another "
-                "domain is scored)"
+                ", below the unpruned model (healing trains on other speeches of the same corpus; chapter 3's "
+                "controls, held-out text of another domain and the unpruned model healed alike, tell fitting their "
+                "domain from restoring the model)"
             )
         if task:
             gain = find_comparison(comparisons, task, fraction, strategy, "healed", "pruned")
@@ -193,6 +194,62 @@ def healing_budget(steps: int, batch_size: int, block_size: int) -> str:
         f"{paper.steps * paper.batch_size / sequences:,.0f} times as many, each longer). Conclusions about healing "
         f"below are about this budget."
     )
+
+
+def controls(table: pd.DataFrame) -> str:
+    """What healing wins back on each held-out domain, net of what the unpruned model healed alike gains there
+    (`study.steps.healing_controls`: one row per corpus, the healing corpus first)."""
+    first = table.iloc[0]
+    parts = []
+    for _, row in table.iterrows():
+        found = net_recovery(row)
+        where = "held-out text of the healing corpus" if row["domain"] == "healing" else "text healing never saw"
+        parts.append(
+            f"on {row['corpus']} ({where}) pruning costs {found['gap']:.2f} nats; healing the pruned model wins back "
+            f"{row['pruned'] - row['pruned + healed']:.2f}, the unpruned model healed alike gains "
+            f"{found['control']:+.2f}, so healing repairs {found['net']:+.2f} nats net, {found['share']:.0%} of what "
+            "pruning cost"
+        )
+    lead = f"Removing {int(first['n'])} of {int(first['model layers'])} layers ({first['strategy']}): "
+    return lead + "; ".join(parts) + "."
+
+
+def _numbers(values: Sequence[int]) -> str:
+    return ", ".join(str(int(value)) for value in values)
+
+
+def headline_healing(
+    table: pd.DataFrame, comparisons: pd.DataFrame, task: str, heal_layers: Sequence[int], profile: str = "paper"
+) -> str:
+    """Where the headline model's healed points lie against its collapse (claim (d) needs accuracy left to
+    recover), and where the named book profile heals it instead when its points differ."""
+    from .runner import load_profile
+
+    reading = read_curve(table, comparisons, task, "similarity")
+    collapse = None if reading.collapse is None else int(reading.collapse.row["n"])
+    layers = int(table["model layers"].iloc[0])
+    before = [n for n in heal_layers if collapse is None or n < collapse]
+    where = (
+        "never at chance in the grid"
+        if reading.collapse is None
+        else f"at chance from {fraction_label(reading.collapse.row)} on"
+    )
+    text = (
+        f"{table['model'].iloc[0]} is healed at n = {_numbers(heal_layers)} of its {layers} layers; with the "
+        f"similarity block its {task} accuracy is {where}, so "
+    )
+    text += (
+        f"n = {_numbers(before)} {'lies' if len(before) == 1 else 'lie'} before the collapse"
+        if before
+        else "every healed point lies at or past the collapse, where healing cannot show how much accuracy it restores"
+    )
+    other = list(load_profile(profile)["chapters"].get("04_results", {}).get("headline_heal_layers", []))
+    if sorted(other) != sorted(heal_layers):
+        early = [n for n in other if collapse is None or n < collapse]
+        text += f". The {profile} profile heals it at n = {_numbers(other)}"
+        text += f" (n = {_numbers(early)} before the collapse seen here)" if early else ""
+        text += "; this build leaves those healings out to keep within its time budget" if not before else ""
+    return text + "."
 
 
 def before_after(table: pd.DataFrame) -> str:

@@ -15,6 +15,7 @@ _NAMES = {
     "pruned_losses": "steps",
     "mean_over_seeds": "steps",
     "chance_levels": "steps",
+    "healing_controls": "steps",
     "SweepResult": "sweeps",
     "sweep": "sweeps",
     "comparisons": "sweeps",

@@ -123,6 +123,10 @@ class _Tables:
         """Chapter 2's held-out losses of every strategy (random: one row per distinct block)."""
         return self.get(files.PRUNED_LOSSES)
 
+    def controls(self) -> pd.DataFrame:
+        """Chapter 3's healing controls: one row per block and domain (`steps.healing_controls`)."""
+        return self.get(files.CONTROLS)
+
     def comparisons(self) -> pd.DataFrame:
         names = (files.HEADLINE_COMPARISONS, files.COMPARISONS, files.LADDER_COMPARISONS)
         return _concat(*(self.get(name) for name in names))
@@ -265,28 +269,87 @@ def _healing_gain(tables: _Tables, model: str) -> _Judged:
     base = _unpruned(rows)
     task = _qa_task(rows)
     comparisons = _of(tables.comparisons(), model)
-    parts, loss_wins, ps, powers = [], [], [], []
+    controls = _of(tables.controls(), model)
+    parts, judged, ps, powers = [], [], [], []
     for _, row in healed.iterrows():
         pruned = rows[(rows["strategy"] == row["strategy"]) & (rows["stage"] == "pruned")]
         pruned = pruned[np.isclose(pruned["fraction"], row["fraction"])].iloc[0]
-        loss_gain = _recovered(pruned["loss"], row["loss"], base["loss"])
-        text = f"{row['strategy']} {fraction_label(row)}: loss {loss_gain:.0%} recovered"
+        lost = bool(task) and pruned[task] < base[task]  # a share of no loss is undefined
+        qa_gain = _recovered(pruned[task], row[task], base[task]) if lost else float("nan")
+        domains = _controls_at(controls, row)
+        if domains is None:
+            loss_gain = _recovered(pruned["loss"], row["loss"], base["loss"])
+            text = f"{row['strategy']} {fraction_label(row)}: loss {loss_gain:.0%} recovered (no control)"
+        else:
+            text = f"{row['strategy']} {fraction_label(row)}: " + ", ".join(
+                f"{d['corpus']} ({d['domain']} domain) loss {d['share']:.0%} recovered net of the control "
+                f"({d['net']:+.2f} nats of {d['gap']:.2f}; the unpruned model healed alike {d['control']:+.2f})"
+                for d in domains.values()
+            )
         if task:
-            qa_gain = _recovered(pruned[task], row[task], base[task])
             text += f", {task} {qa_gain:.0%}"
             gain = find_comparison(comparisons, task, row["fraction"], row["strategy"], "healed", "pruned")
             if gain is not None:
                 text += f" ({gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}], {gain['outcome']})"
                 ps.append(float(gain["p holm"]))
                 powers.append(float(gain["detectable"]))
-            loss_wins.append(loss_gain > qa_gain)
+            if domains is not None:
+                verdict, why = recovery_verdict(domains["healing"], domains["other"], qa_gain)
+                text += f": {verdict}" + (f" ({why})" if why else "")
+                judged.append(verdict)
         parts.append(text)
-    evidence = "; ".join(parts) + ("" if task else " (QA at chance unpruned: only the loss can be judged)")
+    evidence = "; ".join(parts)
+    p, power = min(ps, default=None), max(powers, default=None)
     if not task:
-        return _Judged(UNTESTABLE, evidence, _figure(rows))
-    share = float(np.mean(loss_wins))
-    verdict = HELD if share == 1 else NOT_HELD if share == 0 else INCONCLUSIVE
-    return _Judged(verdict, evidence, _figure(rows), p=min(ps, default=None), power=max(powers, default=None))
+        return _Judged(UNTESTABLE, evidence + " (QA at chance unpruned: only the loss can be judged)", _figure(rows))
+    if not judged:
+        return _Judged(
+            UNTESTABLE, evidence + "; no healed point has controls (the unpruned model healed alike and held-out text "
+            "of another domain, chapter 3)", _figure(rows), p=p, power=power,
+        )  # fmt: skip
+    verdict = judged[0] if len(set(judged)) == 1 else INCONCLUSIVE
+    return _Judged(verdict, evidence, _figure(rows), p=p, power=power)
+
+
+def net_recovery(row: pd.Series | dict) -> dict:
+    """One domain's row of the healing controls (held-out losses of the "unpruned", "pruned", "pruned + healed" and
+    "unpruned + healed" models): the pruning loss gap, what the unpruned model healed alike gains (the control),
+    the net loss healing wins back, (pruned - healed) - (unpruned - unpruned healed), and its share of the gap."""
+    gap = float(row["pruned"] - row["unpruned"])
+    control = float(row["unpruned"] - row["unpruned + healed"])
+    net = float(row["pruned"] - row["pruned + healed"]) - control
+    return {"gap": gap, "control": control, "net": net, "share": net / gap if gap else float("nan")}
+
+
+def recovery_verdict(healing: dict, other: dict, accuracy_share: float) -> tuple[str, str]:
+    """Claim (d) at one controlled fraction, from `net_recovery` on the healing corpus's domain and on the other
+    domain and the share of the QA accuracy won back: the verdict and, unless held, why."""
+    margin = _LOSS.value
+    if other["gap"] <= margin:
+        return INCONCLUSIVE, f"pruning costs the other domain {other['gap']:.2f} nats, within the margin"
+    if other["net"] <= margin:
+        if healing["net"] > margin:
+            return NOT_HELD, "the recovery on the healing domain disappears on the other: healing only fit its domain"
+        return INCONCLUSIVE, f"healing recovers neither domain beyond the +-{margin:.2f} nats margin"
+    if np.isnan(accuracy_share):
+        return INCONCLUSIVE, "pruning lost no accuracy to recover"
+    if accuracy_share >= other["share"]:
+        return NOT_HELD, "the accuracy recovers as large a share"
+    return HELD, ""
+
+
+def _controls_at(controls: pd.DataFrame, row: pd.Series) -> dict[str, dict] | None:
+    """`net_recovery` of the healing controls of the same block as sweep row `row` (same strategy and number of
+    layers removed), by domain ("healing", "other"), with the corpus's name; None where there are none."""
+    if controls.empty:
+        return None
+    same = controls[(controls["strategy"] == row["strategy"]) & (controls["n"] == row["n"])]
+    if set(same["domain"]) < {"healing", "other"}:
+        return None
+    found = {}
+    for _, line in same.iterrows():
+        found[line["domain"]] = net_recovery(line) | {"corpus": line["corpus"], "domain": line["domain"]}
+    return found
 
 
 def _recovered(pruned: float, healed: float, unpruned: float) -> float:

@@ -16,6 +16,7 @@ BEFORE_AFTER = "03_before_after.csv"
 GENERATIONS = "03_generations.csv"
 BLEU = "03_bleu.csv"
 RANK_SWEEP = "03_rank_sweep.csv"
+CONTROLS = "03_controls.csv"
 HEADLINE = "04_headline.csv"
 HEADLINE_COMPARISONS = "04_headline_comparisons.csv"
 RESULTS = "04_results.csv"
@@ -36,7 +37,9 @@ CRITERIA = "07_criteria.csv"
 TIMINGS = frozenset({PRUNED_SPEED, PROFILING, MEMORY, INFERENCE, PRECISION})
 """Files of measured times and memory: they differ between two runs of the same book."""
 
-READS: dict[str, tuple[str, ...]] = {"07_claims": ("01_similarity", "02_selection", "04_results", "05_across_models")}
+READS: dict[str, tuple[str, ...]] = {
+    "07_claims": ("01_similarity", "02_selection", "03_healing", "04_results", "05_across_models")
+}
 """The chapters whose result files a chapter reads; a change to them, and to no other chapter's files, makes it
 stale (chapters not listed read none)."""
 

@@ -166,6 +166,56 @@ def cached_heal(
         return heal(model, tokenizer, blocks, seed=seed, checkpoint_dir=directory, progress=progress, **settings)
 
 
+def healing_controls(
+    model: nn.Module,
+    pruned: nn.Module,
+    tokenizer,
+    heal_blocks: torch.Tensor,
+    heldout: Mapping[str, torch.Tensor],
+    heal_settings: Mapping[str, Any],
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[dict[str, Any]]:
+    """What healing wins back, against its controls: the unpruned `model`, its `pruned` copy (`surgery.prune`), the
+    pruned model healed and the unpruned model healed with the same blocks, seed and settings (`cached_heal`), each
+    scored on the held-out blocks of every corpus in `heldout` ({corpus: blocks}; the first is the healing corpus's
+    own held-out split, the others text of other domains). One row per corpus: the four losses and
+    `claims.net_recovery`'s gap, control gain, net gain and share."""
+    from .claims import net_recovery
+
+    record = getattr(pruned.config, "layerprune", None) or {}
+    layers = list(record.get("removed_layers", []))
+    total = record.get("original_num_layers", model.config.num_hidden_layers)
+    variants = {
+        "unpruned": model,
+        "pruned": pruned,
+        "pruned + healed": cached_heal(
+            pruned, tokenizer, heal_blocks, seed=seed, progress=False, **heal_settings
+        ).model,
+        "unpruned + healed": cached_heal(
+            model, tokenizer, heal_blocks, seed=seed, progress=False, **heal_settings
+        ).model,
+    }
+    rows = []
+    for index, (corpus, blocks) in enumerate(heldout.items()):
+        losses = {
+            name: cached_heldout_loss(candidate, blocks, batch_size=batch_size, progress=False).loss
+            for name, candidate in variants.items()
+        }
+        row = {
+            "model": model_name(model), "strategy": record.get("strategy"), "n": len(layers), "model layers": total,
+            "fraction removed": len(layers) / total, "layers": " ".join(map(str, layers)), "corpus": corpus,
+            "domain": "healing" if index == 0 else "other", **losses,
+        }  # fmt: skip
+        recovery = net_recovery(row)
+        rows.append(
+            row | {"pruning gap": recovery["gap"], "control gain": recovery["control"],
+                   "net gain": recovery["net"], "net recovered": recovery["share"]}
+        )  # fmt: skip
+    return rows
+
+
 def chance_levels(tasks: Sequence[str]) -> dict[str, float]:
     """Accuracy of uniform guessing for each task (for the dotted lines in the figures)."""
     return {name: TASKS[name].chance for name in resolve_tasks(list(tasks))}
