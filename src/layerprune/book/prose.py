@@ -21,6 +21,7 @@ from ..study.claims import (
     removed,
     resolved_above_chance,
 )
+from ..study.statistics import MARGINS
 
 
 def _accuracy(row: pd.Series, task: str) -> str:
@@ -207,8 +208,12 @@ def controls(table: pd.DataFrame) -> str:
         parts.append(
             f"on {row['corpus']} ({where}) pruning costs {found['gap']:.2f} nats; healing the pruned model wins back "
             f"{row['pruned'] - row['pruned + healed']:.2f}, the unpruned model healed alike gains "
-            f"{found['control']:+.2f}, so healing repairs {found['net']:+.2f} nats net, {found['share']:.0%} of what "
-            "pruning cost"
+            f"{found['control']:+.2f}, so healing repairs {found['net']:+.2f} nats net, "
+            + (
+                f"{found['share']:.0%} of what pruning cost"
+                if found["gap"] > MARGINS["loss"].value
+                else f"of a cost within the {MARGINS['loss'].value:.2f}-nats margin (no share to read)"
+            )
         )
     lead = f"Removing {int(first['n'])} of {int(first['model layers'])} layers ({first['strategy']}): "
     return lead + "; ".join(parts) + "."
@@ -238,14 +243,17 @@ def headline_healing(
         f"{table['model'].iloc[0]} is healed at n = {_numbers(heal_layers)} of its {layers} layers; with the "
         f"similarity block its {task} accuracy is {where}, so "
     )
-    text += (
-        f"n = {_numbers(before)} {'lies' if len(before) == 1 else 'lie'} before the collapse"
-        if before
-        else "every healed point lies at or past the collapse, where healing cannot show how much accuracy it restores"
-    )
+    if collapse is None:
+        text += "no healed point lies past a collapse"
+    elif before:
+        text += f"n = {_numbers(before)} {'lies' if len(before) == 1 else 'lie'} before the collapse"
+    else:
+        text += (
+            "every healed point lies at or past the collapse, where healing cannot show how much accuracy it restores"
+        )
     other = list(load_profile(profile)["chapters"].get("04_results", {}).get("headline_heal_layers", []))
     if sorted(other) != sorted(heal_layers):
-        early = [n for n in other if collapse is None or n < collapse]
+        early = [n for n in other if collapse is not None and n < collapse]
         text += f". The {profile} profile heals it at n = {_numbers(other)}"
         text += f" (n = {_numbers(early)} before the collapse seen here)" if early else ""
         text += "; this build leaves those healings out to keep within its time budget" if not before else ""
