@@ -109,3 +109,20 @@ def test_nothing_is_stored_past_the_memory_limit(ids):
 def test_bad_arguments_get_one_clear_error(shared, store_at):
     with pytest.raises(InvalidInputError), PrefixStates().sharing(tiny_model("llama", LAYERS), shared, store_at):
         pass
+
+
+def test_retain_keeps_only_the_states_later_passes_start_from(ids):
+    model = tiny_model("llama", num_layers=LAYERS)
+    states = PrefixStates()
+    with states.sharing(model, LAYERS, {1, 2, 4}):
+        _logits(model, ids)
+    per_state = states.stored_bytes // 3
+    states.retain({3})  # a pass sharing 3 layers starts from layer 2's state: those at 1 and 4 are read by none
+    assert states.stored_bytes == per_state
+    deeper = lp.prune(model, [4])
+    alone = _logits(deeper, ids)
+    with states.sharing(deeper, 4, ()):
+        assert torch.equal(_logits(deeper, ids), alone)
+    assert states.layers_skipped == 2  # it started at layer 2: the state at 4 is gone
+    states.retain(())
+    assert states.stored_bytes == 0

@@ -72,6 +72,17 @@ class PrefixStates:
         """The stored state entering layer `at` for the input `key`."""
         return self._states[(key, at)]
 
+    def retain(self, limits: Iterable[int]) -> None:
+        """Keep, for each input, only the states a pass sharing up to one of `limits` layers would start from
+        (the deepest stored at or below each limit); free the rest. A sweep calls it with the layers its remaining
+        models share, so states no later model reads do not stay in memory."""
+        wanted = set()
+        for key in {key for key, _ in self._states}:
+            wanted.update((key, self.deepest(key, limit)) for limit in limits)
+        for entry in [entry for entry in self._states if entry not in wanted]:
+            state = self._states.pop(entry)
+            self._bytes -= state.numel() * state.element_size()
+
     def store(self, key: str, at: int, state: torch.Tensor) -> None:
         """Keep the state entering layer `at` for the input `key`, unless it would pass `max_bytes`."""
         size = state.numel() * state.element_size()

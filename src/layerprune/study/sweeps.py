@@ -95,15 +95,18 @@ def sweep(
     at = {strategy: list((strategy_fractions or {}).get(strategy, fractions)) for strategy in strategies}
     grid = sorted([(f, s) for s in strategies for f in at[s] if f > 0] + [(0.0, "none")] * (0 in fractions))
     prefixes = PrefixStates(max_bytes=DEFAULT_MAX_BYTES if share_prefixes else 0)
-    starts = {_block_start(profile, f, s, seed) for f, s in grid if s != "none"} - {0, profile.num_layers}
-    for fraction, strategy in tqdm(grid, desc="sweep"):
+    starts = [_block_start(profile, f, s, seed) if s != "none" else profile.num_layers for f, s in grid]
+    for index, (fraction, strategy) in enumerate(tqdm(grid, desc="sweep")):
+        later = set(starts[index + 1 :]) - {0, profile.num_layers}  # where the models still to come start
         pruned = prune_fraction(model, profile, fraction, "last" if strategy == "none" else strategy, seed=seed)
         shared = min(pruned.layers, default=profile.num_layers)
+        prefixes.retain(later | {shared})
         variants = [("pruned", pruned.model, pruned_identity(base_identity, pruned.layers))]
         if pruned.n and fraction in heal_fractions:
+            prefixes.retain(later)  # healing reads no stored state: free this point's before it trains
             variants += _healing_variants(pruned.model, tokenizer, blocks["heal"], settings, seed)
         for stage, candidate, identity in variants:
-            reuse = prefixes.sharing(candidate, shared, starts & set(range(1, shared + 1)))
+            reuse = prefixes.sharing(candidate, shared, later & set(range(1, shared + 1)))
             with reuse if stage == "pruned" else contextlib.nullcontext():
                 loss = cached_heldout_loss(
                     candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
