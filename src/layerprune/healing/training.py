@@ -24,6 +24,7 @@ from ..adapters import get_adapter
 from ..cache import model_identity, tensor_digest
 from ..errors import InvalidInputError
 from ..loss import HeldoutLoss, heldout_loss, next_token_loss_sum, vocab_size
+from ..machine import release_memory
 from ..models import Quantization, load_model, quantized_model
 from ..surgery import shared_copy
 from ..validation import check_int, check_token_blocks, check_vocabulary
@@ -130,6 +131,7 @@ def heal(
         warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
         run.train(Path(checkpoint_dir) if checkpoint_dir is not None else None, settings, checkpoint_every, eval_every)
     _record_healing(model, record, run)
+    release_memory()  # training's freed activations go back to the system, not kept by the allocator for later
     return HealResult(
         model=model,
         tokenizer=tokenizer,
