@@ -3,8 +3,10 @@ the book's sources with a fresh LAYERPRUNE_CACHE: cold (no result cached, no mod
 cache). The downloaded wheels are linked into the fresh cache, so no download time is counted. Seconds and the
 kernel's peak memory per chapter come from the record the runner writes (`layerprune.book.runner.RUN_RECORD`).
 
---model runs every chapter on that model instead of the profile's. The smoke profile (tiny model) takes a few
-minutes; the default profile about 25 minutes cold on a 2-core CPU: `python bench/book.py --profile default`."""
+--model runs every chapter on that model instead of the profile's. --record ROOT reports a build already made
+there (its seconds, peak memory, GFLOPs and the floor they set at the machine's matmul rate) and runs nothing. The
+smoke profile (tiny model) takes a few minutes; the default profile over an hour cold on a 2-core CPU:
+`python bench/book.py --profile default`."""
 
 from __future__ import annotations
 
@@ -82,6 +84,7 @@ def report(cold: BookRun, warm: BookRun, profile: str) -> Report:
             "warm s": warm_chapters.get(name, math.nan),
             "cold peak GiB": cold.record.peak_mib[name] / 1024,
         }
+        | floor_columns(cold.record, name)
         for name in cold_chapters
     ]
     rows.append(
@@ -97,10 +100,44 @@ def report(cold: BookRun, warm: BookRun, profile: str) -> Report:
     return Report(f"make book wall time, {profile} profile (exit codes {cold.code}, {warm.code})", rows)
 
 
+def floor_columns(record: Record, chapter: str) -> dict[str, float]:
+    """A chapter's work against this machine's matmul rate: the GFLOPs its models computed (`speed.flops`), the
+    floor they set (GFLOPs / rate, seconds) and its wall time as a multiple of that floor."""
+    gflop = record.gflop.get(chapter, math.nan)
+    floor = gflop / record.matmul_gflops if record.matmul_gflops else math.nan
+    return {"GFLOP": gflop, "floor s": floor, "wall / floor": record.executed[chapter] / floor if floor else math.nan}
+
+
+def efficiency(record: Record) -> Report:
+    """One finished build's record (`layerprune book` or `make book`, read from its `RUN_RECORD`): seconds, peak
+    memory, GFLOPs and floor per executed chapter, and in all."""
+    rows = [
+        {"part": name, "s": seconds, "peak GiB": record.peak_mib[name] / 1024} | floor_columns(record, name)
+        for name, seconds in record.executed.items()
+    ]
+    gflop, chapters = sum(record.gflop.values()), sum(record.executed.values())
+    floor = gflop / record.matmul_gflops if record.matmul_gflops else math.nan
+    rows.append(
+        {"part": "chapters, in all", "s": chapters, "GFLOP": gflop, "floor s": floor, "wall / floor": chapters / floor}
+    )
+    rows.append({"part": "the whole run (with set-up and HTML)", "s": record.seconds})
+    title = (
+        f"book run of the {record.profile} profile ({', '.join(record.models)}), commit {record.commit}; matmul rate "
+        f"{record.matmul_gflops:.1f} GFLOP/s, floor = GFLOPs / rate"
+    )
+    return Report(title, rows)
+
+
 def main() -> None:
     parser = _common.parser(__doc__, model=None, threads=0)  # the book as `make book` runs it: every core
     parser.add_argument("--profile", choices=PROFILES, default="smoke", help="book profile (default smoke)")
+    parser.add_argument(
+        "--record", type=Path, help="report the run recorded under this book root (e.g. after `make book`), run none"
+    )
     args = parser.parse_args()
+    if args.record:
+        _common.show(efficiency(Record.load(args.record)))
+        return
     _common.start(args, f"book ({args.profile} profile)")
     with tempfile.TemporaryDirectory(prefix="layerprune-book-bench-") as tmp:
         work, cache = Path(tmp) / "work", Path(tmp) / "cache"

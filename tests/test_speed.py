@@ -212,6 +212,17 @@ def test_book_bench_report_per_chapter(monkeypatch):
     assert table["cold peak GiB"].iloc[0] == pytest.approx(2.0)
 
 
+def test_book_bench_floor_from_a_record(monkeypatch):
+    book_bench = _bench_script("book", monkeypatch)
+    from layerprune.book.runner import BookRun
+
+    record = BookRun("default", ["m"], executed={"01_a": 30.0, "02_b": 10.0}, peak_mib={"01_a": 1024.0, "02_b": 512.0},
+                     gflop={"01_a": 2000.0, "02_b": 1000.0}, matmul_gflops=100.0, seconds=45.0)  # fmt: skip
+    table = book_bench.efficiency(record).table()
+    assert list(table["floor s"].iloc[:3]) == pytest.approx([20.0, 10.0, 30.0])
+    assert list(table["wall / floor"].iloc[:3]) == pytest.approx([1.5, 1.0, 40 / 30], rel=1e-3)
+
+
 def test_gpu_plan_for_the_7b_shape(monkeypatch, capsys):
     gpu = _bench_script("gpu", monkeypatch)
     args = argparse.Namespace(shape="7b", seed=0, precisions="bf16,4bit", fractions=[0.0, 0.5], **gpu.SETTINGS["7b"])

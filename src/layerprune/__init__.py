@@ -29,6 +29,10 @@ from .surgery import PrunedModel, prune, prune_fraction
 
 __version__ = "0.1.0"
 
+from .speed.flops import count_if_asked  # the book's runner asks a chapter's kernel to count FLOPs
+
+count_if_asked()
+
 # Subpackages and modules that pull in heavy machinery (peft, lm-eval, plotting, notebooks) load on first use:
 # `lp.healing`, `lp.evaluation`, `lp.study`, `lp.book`, `lp.speed`; a chapter that never heals or evaluates never
 # imports them.

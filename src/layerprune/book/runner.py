@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from ..cache import atomic_file
 from ..errors import ChapterError, InvalidInputError, LayerpruneError
+from ..speed.flops import FLOP_LOG, read_flops
 from ..speed.measure import ChildPeak
 from ..study.files import READS
 from . import reuse
@@ -32,15 +37,18 @@ RUN_RECORD = Path("_build") / "book-run.json"
 
 @dataclass
 class BookRun:
-    """What `run_book` did: chapters executed (with seconds each, and the peak resident memory of the kernel that
-    ran each, MiB), chapters reused unchanged from their last run, whether the HTML was built, total seconds. The
-    runner writes it to `RUN_RECORD` (`bench/book.py` reads it there)."""
+    """What `run_book` did: chapters executed (with seconds each, the peak resident memory of the kernel that ran
+    each, MiB, and the GFLOPs its models computed, `speed.flops`), this machine's matmul rate in the models' dtype
+    (GFLOP/s: GFLOPs / rate is a chapter's floor), chapters reused unchanged from their last run, whether the HTML
+    was built, total seconds. The runner writes it to `RUN_RECORD` (`bench/book.py` reads it there)."""
 
     profile: str = ""
     models: list[str] = field(default_factory=list)
     commit: str = ""
     executed: dict[str, float] = field(default_factory=dict)
     peak_mib: dict[str, float] = field(default_factory=dict)
+    gflop: dict[str, float] = field(default_factory=dict)
+    matmul_gflops: float = 0.0
     reused: list[str] = field(default_factory=list)
     html: Path | None = None
     seconds: float = 0.0
@@ -235,7 +243,10 @@ def run_book(
             run.reused.append(chapter)
             continue
         before = reuse.snapshot(results)
-        run.executed[chapter], run.peak_mib[chapter] = execute_chapter(notebook, output, parameters, root)
+        if not run.matmul_gflops:
+            run.matmul_gflops = machine_matmul_gflops()
+        executed = execute_chapter(notebook, output, parameters, root)
+        run.executed[chapter], run.peak_mib[chapter], run.gflop[chapter] = executed
         reuse.record(output, stamp, reuse.written_since(results, before))
     if build:
         absent = [c for c in available if not (root / GENERATED / f"{c}.ipynb").exists()]
@@ -297,9 +308,20 @@ def budget_note(profile: str) -> str:
     )
 
 
-def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any], root: Path) -> tuple[float, float]:
+def machine_matmul_gflops() -> float:
+    """This machine's matrix-multiply rate (GFLOP/s) in the dtype the models load in here (`models.auto_dtype`)."""
+    from ..models import auto_dtype
+    from ..speed.utilization import matmul_rate
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return matmul_rate(auto_dtype(device), device) / 1e9
+
+
+def execute_chapter(
+    notebook: Path, output: Path, parameters: Mapping[str, Any], root: Path
+) -> tuple[float, float, float]:
     """Run one notebook with papermill; the executed copy replaces `output` only if every cell succeeded. Returns
-    the seconds it took and the peak resident memory of its kernel (MiB).
+    the seconds it took, the peak resident memory of its kernel (MiB) and the GFLOPs its models computed.
 
     A cell that raises a LayerpruneError (bad parameter values) becomes a ChapterError, one line; any other
     exception is re-raised with the cell's traceback.
@@ -309,7 +331,12 @@ def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any],
 
     started = time.perf_counter()
     print(f"[book] executing {notebook.name} with {dict(parameters)}", flush=True)
-    with atomic_file(output) as tmp, ChildPeak() as memory:
+    with (
+        atomic_file(output) as tmp,
+        ChildPeak() as memory,
+        tempfile.TemporaryDirectory(prefix="layerprune-flops-") as counted,
+        _environment({FLOP_LOG: counted, **KERNEL_ALLOCATOR}),
+    ):
         try:
             papermill.execute_notebook(
                 str(notebook),
@@ -327,9 +354,33 @@ def execute_chapter(notebook: Path, output: Path, parameters: Mapping[str, Any],
                 f"chapter {notebook.stem} stopped in cell {error.exec_count}: {error.ename}: {error.evalue}"
             ) from None
         hide_parameter_cells(tmp)
+        gflop = read_flops(counted) / 1e9
     seconds = time.perf_counter() - started
-    print(f"[book] {notebook.name}: {seconds:.1f} s, kernel peak {memory.peak / 1024:.1f} GiB", flush=True)
-    return seconds, memory.peak
+    print(
+        f"[book] {notebook.name}: {seconds:.1f} s, kernel peak {memory.peak / 1024:.1f} GiB, {gflop:,.0f} GFLOP",
+        flush=True,
+    )
+    return seconds, memory.peak, gflop
+
+
+KERNEL_ALLOCATOR = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1")}
+"""A chapter's kernel allocates from one glibc arena (unless the caller chose otherwise): healing Qwen2.5-Coder-1.5B
+then peaks 0.25 GiB lower, at the same speed."""
+
+
+@contextlib.contextmanager
+def _environment(values: Mapping[str, str]) -> Iterator[None]:
+    """`values` set in this process's environment (and so in the kernels it starts) within the block."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
 
 
 def hide_parameter_cells(executed: Path) -> None:
