@@ -412,7 +412,7 @@ API_CASES: list[tuple[str, Callable[[Kit], object], type[LayerpruneError], str]]
         "corpus of the wrong type",
         lambda k: lp.corpus_blocks(k.tokenizer, 42),
         InvalidInputError,
-        r"corpus must be 'sotu', a path, or a list of paths, got 42",
+        r"corpus must be one of \['sotu', 'sciq'\], a path, or a list of paths, got 42",
     ),
     (
         "fractions not summing to 1",
