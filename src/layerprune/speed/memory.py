@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..machine import release_memory
 from ..models import default_device, load_model
 from .measure import PeakMemory, current_mib, in_subprocess
 from .profiling import corpus_tokens, plain_forward
@@ -67,6 +68,7 @@ def step_memory_of(
         blocks = corpus_tokens(tokenizer, "heal" if step == "heal" else "heldout", 2 * batch_size, block_size, seed)
         with PeakMemory(device) as measured:
             pruned = prune_fraction(lm, None, fraction, "last", seed=seed).model
+        release_memory()  # garbage of what ran before is not counted as the step's (a negative increase)
         if step == "base":
             with PeakMemory(device) as measured:
                 base = load_base(pruned, quantization, device)
