@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from layerprune.errors import InvalidInputError
-from layerprune.healing import CPU_DEFAULTS, PAPER_SETTINGS, BlockSampler, heal
+from layerprune.healing import CPU_DEFAULTS, PAPER_SETTINGS, BlockSampler, heal, training
 from layerprune.healing.checkpoints import checkpoint_steps
 from layerprune.healing.merging import merge, save_merged
 from layerprune.healing.training import load_base
@@ -461,3 +461,24 @@ def test_healing_controls_heal_the_unpruned_model_alike(isolated_cache, blocks, 
         net = (row["pruned"] - row["pruned + healed"]) - (row["unpruned"] - row["unpruned + healed"])
         assert row["net gain"] == pytest.approx(net) and row["net recovered"] == pytest.approx(net / row["pruning gap"])
     assert healing_controls(model, pruned, tokenizer, blocks, heldout, settings, batch_size=4) == rows  # cached
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_gradient_checkpointing_heals_to_the_same_numbers(family, blocks):
+    model = tiny_model(family, num_layers=3)
+    runs = [
+        heal(model, None, blocks, quantization=None, rank=4, steps=3, batch_size=4, warmup=1, seed=0,
+             progress=False, gradient_checkpointing=on)
+        for on in (False, True)
+    ]  # fmt: skip
+    lora = [{k: v for k, v in run.model.named_parameters() if "lora_" in k} for run in runs]
+    assert runs[0].losses == runs[1].losses and lora[0].keys() == lora[1].keys()
+    assert all(torch.equal(lora[0][k], lora[1][k]) for k in lora[0])
+
+
+def test_a_cpu_checkpoints_only_where_a_step_would_keep_much():
+    small = tiny_model("llama", num_layers=2)
+    per_token = 2 * (12 * small.config.hidden_size + 4 * small.config.intermediate_size) * 4  # float32
+    assert training.saved_activation_bytes(small, 4, 16) == 4 * 16 * per_token
+    assert training.saved_activation_bytes(small, 4, 16) < training.CHECKPOINT_ABOVE
+    assert training.saved_activation_bytes(small, 4096, 1024) > training.CHECKPOINT_ABOVE
