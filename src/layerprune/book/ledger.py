@@ -27,11 +27,7 @@ def evidence(table: pd.DataFrame) -> str:
         lines += [f"**({claim}) {CLAIMS[claim]}**", ""]
         for row in rows.itertuples():
             link = f" ([figure]({Path(row.figure).stem}.ipynb))" if row.figure else ""
-            p = str(row.p)
-            stats = [
-                f"p {'' if p.startswith('<') else '= '}{p}" if p else "",
-                f"detectable +-{row.power}" if str(row.power) else "",
-            ]
+            stats = [f"p = {row.p}" if str(row.p) else "", f"detectable +-{row.power}" if str(row.power) else ""]
             stats = "; ".join(part for part in stats if part)
             lines.append(f"- {row.model}: *{row.verdict}*{f' ({stats})' if stats else ''}. {row.evidence}.{link}")
         lines.append("")

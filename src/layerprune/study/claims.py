@@ -81,7 +81,7 @@ def ledger(results: str | Path) -> list[Verdict]:
 
 def _verdict(claim: str, model: str, judged: _Judged) -> Verdict:
     criterion = CRITERIA[claim]
-    p = "" if judged.p is None or np.isnan(judged.p) else "< 0.001" if judged.p < 0.001 else f"{judged.p:.3f}"
+    p = "" if judged.p is None or np.isnan(judged.p) else f"{judged.p:.3f}" if judged.p >= 0.001 else f"{judged.p:.0e}"
     power = "" if judged.power is None or np.isnan(judged.power) else f"{judged.power:.3f}"
     return Verdict(
         claim, CLAIMS[claim], model, judged.verdict, criterion.margin, criterion.test, p, power, judged.evidence,
