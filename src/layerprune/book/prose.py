@@ -208,7 +208,7 @@ def controls(table: pd.DataFrame) -> str:
         parts.append(
             f"on {row['corpus']} ({where}) pruning costs {found['gap']:.2f} nats; healing the pruned model wins back "
             f"{row['pruned'] - row['pruned + healed']:.2f}, the unpruned model healed alike gains "
-            f"{found['control']:+.2f}, so healing repairs {found['net']:+.2f} nats net, "
+            f"{_signed(found['control'])}, so healing repairs {_signed(found['net'])} nats net, "
             + (
                 f"{found['share']:.0%} of what pruning cost"
                 if found["gap"] > MARGINS["loss"].value
@@ -311,3 +311,8 @@ def precision(rows: pd.DataFrame) -> str:
         f"questions right only in float32, {only['bfloat16']} only in bfloat16; McNemar's p = {p:.2g}): "
         f"{'no' if p >= 0.05 else 'a'} difference resolved at the 5% level."
     )
+
+
+def _signed(value: float) -> str:
+    """A signed value to two decimals, with no "-0.00" for a value that rounds to zero."""
+    return f"{round(value, 2) + 0.0:+.2f}"
