@@ -22,7 +22,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 LAYERS = {
     "_lazy": 0, "_quiet": 0, "errors": 0,
     "validation": 1, "machine": 1, "cache": 1,
-    "adapters": 2, "assets": 2, "tiny": 2,
+    "adapters": 2, "head": 2, "assets": 2, "tiny": 2,
     "models": 3, "data": 3,
     "similarity": 4, "selection": 4, "surgery": 4, "loss": 4, "lens": 4, "prefix": 4,
     "healing": 5, "evaluation": 5,

@@ -13,8 +13,9 @@ from layerprune.errors import InvalidInputError
 from layerprune.evaluation import harness as evaluation
 from layerprune.evaluation import tasks
 from layerprune.evaluation.harness import COLUMNS, evaluate
-from layerprune.evaluation.scoring import split_head, stock_scoring
+from layerprune.evaluation.scoring import stock_scoring
 from layerprune.evaluation.tasks import TASK_NAMES, sample_indices, subject_limits, task_configs, write_task_configs
+from layerprune.head import split_head
 from layerprune.tiny import TINY_FAMILIES, tiny_model
 
 SMALL = {"mmlu": 10, "boolq": 4, "arc_easy": 4, "arc_challenge": 4, "piqa": 4, "hellaswag": 4, "winogrande": 4}

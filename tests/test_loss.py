@@ -3,9 +3,11 @@ import math
 import pytest
 import torch
 
+from layerprune import loss
 from layerprune.errors import InvalidInputError
+from layerprune.head import split_head
 from layerprune.loss import heldout_loss
-from layerprune.tiny import tiny_model
+from layerprune.tiny import TINY_FAMILIES, tiny_model
 
 
 def test_heldout_loss_matches_a_float64_recomputation():
@@ -29,3 +31,31 @@ def test_heldout_loss_rejects_bad_blocks():
         heldout_loss(model, torch.zeros(0, 8, dtype=torch.long))
     with pytest.raises(InvalidInputError):
         heldout_loss(model, torch.zeros(3, 8, dtype=torch.long), batch_size=0)
+
+
+def _one_pass(model, ids):
+    """The summed loss of the model's own forward over all positions at once (the reference)."""
+    logits = model(input_ids=ids, use_cache=False).logits[:, :-1].float()
+    return torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum"
+    )
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_the_head_in_slices_gives_the_one_pass_loss_bit_for_bit_and_its_gradients(family, monkeypatch):
+    monkeypatch.setattr(loss, "HEAD_SLICE_BYTES", 4 * 259 * 7)  # 7 positions per slice: 5 slices and a remainder
+    model = tiny_model(family, num_layers=2)
+    assert split_head(model) is not None  # the sliced path, not the fallback
+    ids = torch.randint(0, 256, (3, 14), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(loss.next_token_loss_sum(model, ids), _one_pass(model, ids))
+    grads = []
+    for compute in (
+        lambda: loss.next_token_loss_sum(model, ids, backward_scale=1 / 39),
+        lambda: (_one_pass(model, ids) / 39).backward(),
+    ):
+        model.zero_grad()
+        compute()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    assert all(torch.allclose(grads[0][k], grads[1][k], rtol=1e-5, atol=1e-7) for k in grads[0])

@@ -18,56 +18,18 @@ seq2seq models and ``batch_size="auto"`` take lm-eval's own path.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from lm_eval.models.huggingface import HFLM
 from lm_eval.models.utils import Collator
 from lm_eval.models.utils_hf import pad_and_concat
-from torch import nn
 from tqdm.auto import tqdm
 
-from ..adapters import get_adapter, unwrap
-from ..errors import UnsupportedArchitectureError
+from ..head import Head, split_head
 
 Request = tuple[tuple[str, str], list[int], list[int]]
-
-
-@dataclass(frozen=True)
-class Head:
-    """The two halves of a causal LM: the decoder (embeddings, layers, final norm) and what turns its last hidden
-    state into logits."""
-
-    decoder: nn.Module
-    logits: Callable[[torch.Tensor], torch.Tensor]
-
-
-def split_head(model: nn.Module) -> Head | None:
-    """The decoder and the head of `model` (plain, pruned, PeftModel with LoRA, bitsandbytes 4-bit), or None
-    where only the model's own forward is known to be right (unsupported family, prompt-learning adapters)."""
-    try:
-        get_adapter(model)
-    except UnsupportedArchitectureError:
-        return None
-    peft_config = getattr(model, "active_peft_config", None)
-    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
-        return None  # virtual tokens are prepended by PeftModel.forward itself
-    inner = unwrap(model)
-    decoder = getattr(inner, "get_decoder", lambda: None)()
-    head = getattr(inner, "get_output_embeddings", lambda: None)()
-    if decoder is None or head is None:
-        return None
-    cap = getattr(inner.config, "final_logit_softcapping", None)
-
-    def logits(hidden: torch.Tensor) -> torch.Tensor:
-        out = head(hidden)
-        if cap is not None:  # as Gemma3ForCausalLM.forward
-            out = torch.tanh(out / cap) * cap
-        return out
-
-    return Head(decoder, logits)
 
 
 def _longest_first(request: Request) -> tuple[int, tuple[int, ...]]:
