@@ -1,12 +1,13 @@
 """The claims ledger, judged on small result files written here: each criterion can come out held, did not hold
 and inconclusive."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from layerprune.book import ledger as book_ledger
 from layerprune.book import prose
-from layerprune.study import claims, statistics
+from layerprune.study import claims, files, statistics
 from layerprune.study.sweeps import with_holm
 
 MODEL = "m"
@@ -179,19 +180,24 @@ def test_larger_models_hold_longer_on_the_ladder(tmp_path):
     assert "the grid does not reach the collapse of large" in found[("f", "all")].evidence
 
 
-def _losses(gaps: dict[str, float], fractions=(0.2, 0.4)) -> pd.DataFrame:
+def _losses(gaps: dict[str, float], fractions=(0.2, 0.4), noise: float = 0.01) -> pd.DataFrame:
     """Chapter 2's losses: the similarity block at 4.0 nats, each other strategy `gaps[strategy]` above it (random:
-    three distinct blocks around it)."""
+    three distinct blocks around it); 8 held-out blocks each, which vary together and apart by +-`noise`."""
+    shared = np.linspace(-0.5, 0.5, 8)  # what makes a block easy or hard for every model alike
+    apart = np.array([1, -1, 1, -1, -1, 1, -1, 1]) * noise  # mean 0: each strategy's own block-to-block scatter
+
+    def row(base: dict, strategy: str, seed: int, loss: float, own: np.ndarray) -> dict:
+        blocks = files.block_losses_cell(loss + shared + own)
+        return base | {"strategy": strategy, "seed": seed, "layers": f"[{seed}]", "loss": loss, "block losses": blocks}
+
     rows = []
     for fraction in fractions:
         base = {"model": MODEL, "fraction": fraction, "n": round(fraction * 10), "fraction removed": fraction}
-        rows.append(base | {"strategy": "similarity", "seed": 0, "layers": "[5, 6]", "loss": 4.0})
+        rows.append(row(base, "similarity", 0, 4.0, 0 * apart))
         for strategy, gap in gaps.items():
             draws = [-0.02, 0.0, 0.02] if strategy == "random" else [0.0]
             for seed, jitter in enumerate(draws):
-                rows.append(
-                    base | {"strategy": strategy, "seed": seed, "layers": f"[{seed}]", "loss": 4 + gap + jitter}
-                )
+                rows.append(row(base, strategy, seed, 4 + gap + jitter, apart))
     return pd.DataFrame(rows)
 
 
@@ -205,8 +211,9 @@ def test_strategies_held_did_not_hold_and_inconclusive(tmp_path):
         tmp_path, **{"02_pruned_losses": _losses(every), "04_results": sweep, "04_comparisons": comparisons}
     )[("e", MODEL)]
     assert found.verdict == claims.HELD, found.evidence
-    assert "20%: loss minus the similarity block's, before healing: last +0.30, random +0.20 (mean of 3 distinct " \
-           "blocks, lowest +0.18), block_influence +0.10" in found.evidence  # fmt: skip
+    assert "20%: loss minus the similarity block's, before healing (nats, 95% interval over the held-out blocks): " \
+           "last +0.30 [+0.29, +0.31], random (mean of 3 distinct blocks, lowest +0.18) +0.20 [+0.19, +0.21], " \
+           "block_influence +0.10 [+0.09, +0.11]" in found.evidence  # fmt: skip
     assert "healed mmlu, last - similarity +0.000" in found.evidence and "equivalent" in found.evidence
 
     influence_wins = _write(tmp_path, **{"02_pruned_losses": _losses(every | {"block_influence": -0.1})})
@@ -215,7 +222,10 @@ def test_strategies_held_did_not_hold_and_inconclusive(tmp_path):
     assert random_wins[("e", MODEL)].verdict == claims.NOT_HELD
 
     tie = _write(tmp_path, **{"02_pruned_losses": _losses(every | {"block_influence": 0.02})})[("e", MODEL)]
-    assert tie.verdict == claims.INCONCLUSIVE and "within the +-0.05 nats margin" in tie.evidence
+    assert tie.verdict == claims.INCONCLUSIVE and "not resolved beyond the +-0.05 nats margin" in tie.evidence
+    noisy = _write(tmp_path, **{"02_pruned_losses": _losses(every, noise=0.5)})[("e", MODEL)]
+    assert noisy.verdict == claims.INCONCLUSIVE  # the same mean gaps, but the blocks do not resolve them
+    assert "block_influence +0.10 [-0.35, +0.55]" in noisy.evidence  # 0.10 +- t(7) 2.365 x 0.5345 / sqrt(8)
 
     unclear = [_paired(f, "last", "healed", "similarity", UNCLEAR) for f in (0.2, 0.4)]
     comparisons = _comparisons(sweep, {0.2: (30, 8), 0.4: (50, 10)}, unclear + before)
@@ -227,14 +237,19 @@ def test_strategies_held_did_not_hold_and_inconclusive(tmp_path):
     assert _write(tmp_path, **{"04_comparisons": comparisons})[("e", MODEL)].verdict == claims.NOT_HELD
 
 
-def _controls(other: tuple[float, float, float, float], healing=(3.0, 3.8, 3.3, 2.95), n: int = 2) -> pd.DataFrame:
+def _controls(
+    other: tuple[float, float, float, float], healing=(3.0, 3.8, 3.3, 2.95), n: int = 2, spread: float = 0.02
+) -> pd.DataFrame:
     """Chapter 3's healing controls of the similarity block of `n` layers: the held-out losses (unpruned, pruned,
-    pruned + healed, unpruned + healed) on the healing corpus's text and on text of another domain."""
+    pruned + healed, unpruned + healed) on the healing corpus's text and on text of another domain, the net gain's
+    interval +-`spread` around it."""
     rows = []
     for corpus, domain, losses in (("sotu", "healing", healing), ("sciq", "other", other)):
         names = ("unpruned", "pruned", "pruned + healed", "unpruned + healed")
+        net = (losses[1] - losses[2]) - (losses[0] - losses[3])
         rows.append({"model": MODEL, "strategy": "similarity", "n": n, "model layers": 10, "corpus": corpus,
-                     "domain": domain, **dict(zip(names, losses, strict=True))})  # fmt: skip
+                     "domain": domain, **dict(zip(names, losses, strict=True)), "net gain low": net - spread,
+                     "net gain high": net + spread})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -246,14 +261,20 @@ def test_healing_gain_is_judged_against_its_controls(tmp_path):
     tables = {"04_results": sweep, "04_comparisons": comparisons}
     held = _write(tmp_path, **tables, **{"03_controls": _controls((4.0, 4.6, 4.3, 4.0))})[("d", MODEL)]
     assert held.verdict == claims.HELD, held.evidence  # 50% of the other domain's gap back, MMLU 12%
-    assert "sciq (other domain) loss 50% recovered net of the control (+0.30 nats of 0.60" in held.evidence
+    assert (
+        "sciq (other domain) loss 50% recovered net of the control (+0.30 [+0.28, +0.32] nats of 0.60" in held.evidence
+    )
     assert "sotu (healing domain) loss 56% recovered" in held.evidence and "mmlu 12%" in held.evidence
     assert "4/10 (40%): loss" in held.evidence and "(no control)" in held.evidence
 
     only_domain = _write(tmp_path, **{"03_controls": _controls((4.0, 4.6, 4.58, 4.0))})[("d", MODEL)]
     assert only_domain.verdict == claims.NOT_HELD and "healing only fit its domain" in only_domain.evidence
-    control_gains = _write(tmp_path, **{"03_controls": _controls((4.0, 4.6, 4.3, 3.75))})[("d", MODEL)]
+    control_gains = _write(tmp_path, **{"03_controls": _controls((4.0, 4.6, 4.3, 3.7))})[("d", MODEL)]
     assert control_gains.verdict == claims.NOT_HELD  # the unpruned model healed alike gains as much: no repair
+    unresolved = _write(tmp_path, **{"03_controls": _controls((4.0, 4.6, 4.3, 4.0), spread=0.4)})[("d", MODEL)]
+    assert unresolved.verdict == claims.INCONCLUSIVE and "not resolved beyond" in unresolved.evidence
+    between = _write(tmp_path, **{"03_controls": _controls((4.0, 4.6, 4.3, 3.75))})[("d", MODEL)]
+    assert between.verdict == claims.INCONCLUSIVE  # net +0.05, its interval reaching past the margin: not ruled out
 
     qa_back = _sweep({0.0: 0.55, 0.2: 0.30, 0.4: 0.25}, healed={0.2: 0.55, 0.4: 0.55})
     found = _write(tmp_path, **{"04_results": qa_back, "03_controls": _controls((4.0, 4.6, 4.3, 4.0))})
@@ -265,7 +286,7 @@ def test_healing_gain_is_judged_against_its_controls(tmp_path):
     assert cheap.verdict == claims.INCONCLUSIVE and "within the margin" in cheap.evidence
     neither = _write(tmp_path, **{"03_controls": _controls((4.0, 4.6, 4.58, 4.0), (3.0, 3.8, 3.78, 3.0))})
     assert neither[("d", MODEL)].verdict == claims.INCONCLUSIVE
-    assert "recovers neither domain" in neither[("d", MODEL)].evidence
+    assert "the other domain's net recovery is not resolved" in neither[("d", MODEL)].evidence
 
     (tmp_path / "03_controls.csv").unlink()
     uncontrolled = _write(tmp_path)[("d", MODEL)]
@@ -277,7 +298,8 @@ def test_prose_of_the_controls_and_of_the_headline_healing():
     text = prose.controls(_controls((4.0, 4.6, 4.3, 4.0)).assign(strategy="similarity"))
     assert text.startswith("Removing 2 of 10 layers (similarity): on sotu (held-out text of the healing corpus)")
     assert "on sciq (text healing never saw) pruning costs 0.60 nats; healing the pruned model wins back 0.30" in text
-    assert "the unpruned model healed alike gains +0.05, so healing repairs +0.45 nats net, 56%" in text
+    assert "the unpruned model healed alike gains +0.05, so healing repairs +0.45 nats net (95% interval over the " \
+           "held-out blocks +0.43 to +0.47), 56%" in text  # fmt: skip
     sweep = _sweep({0.0: 0.55, 0.1: 0.54, 0.2: 0.26, 0.3: 0.25})
     falls = _comparisons(sweep, {0.2: (120, 4), 0.3: (124, 4)})
     late = prose.headline_healing(sweep, falls, "mmlu", [3])  # the paper profile heals at n = 4, 8, 12
@@ -337,5 +359,11 @@ def test_prose_states_what_the_tables_hold():
          "strategy": ["similarity", "last", "random", "random"], "loss": [4, 6, 5, 7]}
     )  # fmt: skip
     assert prose.selection(losses, 3.0) == (
-        "Unpruned: 3.00 nats. 20% removed: similarity lowest (4.00 nats), random 6.00 ± 1.41 over 2 distinct blocks."
-    )
+        "Unpruned: 3.00 nats. 20% removed: similarity lowest (4.00 nats), last next at 6.00, random 6.00 ± 1.41 over "
+        "2 distinct blocks."
+    )  # no per-block losses: no interval
+    paired = prose.selection(_losses({"last": 0.3, "block_influence": 0.1}, fractions=(0.2,)), 3.0)
+    assert paired == "Unpruned: 3.00 nats. 20% removed: similarity lowest (4.00 nats), block_influence next at 4.10 " \
+                     "(+0.10 [+0.09, +0.11] over the held-out blocks)."  # fmt: skip
+    close = prose.selection(_losses({"last": 0.3, "block_influence": 0.1}, fractions=(0.2,), noise=0.5), 3.0)
+    assert "block_influence next at 4.10 (+0.10 [-0.35, +0.55] over the held-out blocks, not resolved)" in close

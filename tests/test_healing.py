@@ -460,6 +460,7 @@ def test_healing_controls_heal_the_unpruned_model_alike(isolated_cache, blocks, 
         assert row["unpruned + healed"] != row["unpruned"]  # the control was healed too
         net = (row["pruned"] - row["pruned + healed"]) - (row["unpruned"] - row["unpruned + healed"])
         assert row["net gain"] == pytest.approx(net) and row["net recovered"] == pytest.approx(net / row["pruning gap"])
+        assert row["net gain low"] < row["net gain"] < row["net gain high"]  # 4 blocks: a paired t interval
     assert healing_controls(model, pruned, tokenizer, blocks, heldout, settings, batch_size=4) == rows  # cached
 
 

@@ -1,3 +1,4 @@
+import json
 import math
 
 import pytest
@@ -59,3 +60,14 @@ def test_the_head_in_slices_gives_the_one_pass_loss_bit_for_bit_and_its_gradient
         grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     assert all(torch.allclose(grads[0][k], grads[1][k], rtol=1e-5, atol=1e-7) for k in grads[0])
+
+
+def test_heldout_loss_keeps_each_blocks_mean_loss():
+    model = tiny_model("qwen2", num_layers=2)
+    blocks = torch.randint(0, 256, (5, 12), generator=torch.Generator().manual_seed(1))
+    result = heldout_loss(model, blocks, batch_size=2, progress=False)
+    alone = [heldout_loss(model, block[None], progress=False).loss for block in blocks]
+    assert result.block_losses == pytest.approx(alone, rel=1e-6)
+    assert sum(result.block_losses) / 5 == pytest.approx(result.loss, rel=1e-6)  # equal tokens per block
+    assert "block_losses" not in result.as_dict(blocks=False)
+    assert loss.HeldoutLoss(**json.loads(json.dumps(result.as_dict()))) == result  # its list read back: a tuple

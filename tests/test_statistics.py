@@ -112,3 +112,24 @@ def test_at_chance_needs_the_interval_below_the_margin():
     assert not statistics.at_chance(0.28, 300, 0.25)  # within 5 points, but not shown to be
     assert not statistics.at_chance(0.25, 20, 0.25)  # too few questions to show anything
     assert statistics.above_chance(0.40, 300, 0.25) and not statistics.above_chance(0.28, 300, 0.25)
+
+
+def test_block_comparison_pairs_the_same_blocks():
+    a = [3.0, 4.0, 5.0, 6.0]
+    b = [3.2, 4.1, 5.3, 6.2]  # harder and easier blocks alike: the pairing removes that spread
+    found = statistics.block_comparison(a, b)
+    diff = np.array(b) - np.array(a)
+    half = 3.182446 * diff.std(ddof=1) / 2  # t(0.975, 3) x sd / sqrt(4)
+    assert found.difference == pytest.approx(0.2) and found.questions == 4
+    assert (found.low, found.high) == pytest.approx((0.2 - half, 0.2 + half), rel=1e-5)
+    assert found.outcome == statistics.DIFFERENT and found.margin == statistics.MARGINS["loss"].value
+    unpaired = statistics.block_comparison(a, list(reversed(b)))  # the same values, other blocks: no resolution
+    assert unpaired.low < 0 < unpaired.high
+    with pytest.raises(InvalidInputError, match="pair up"):
+        statistics.block_comparison(a, b[:3])
+
+
+def test_net_recovery_subtracts_the_control():
+    row = {"unpruned": 3.0, "pruned": 3.8, "pruned + healed": 3.3, "unpruned + healed": 2.9}
+    found = statistics.net_recovery(row)
+    assert found == pytest.approx({"gap": 0.8, "control": 0.1, "net": 0.4, "share": 0.5})

@@ -16,16 +16,25 @@ from .validation import check_int, check_token_blocks
 
 @dataclass(frozen=True)
 class HeldoutLoss:
-    """Mean token loss (nats), loss / log(V) as in the paper, perplexity, and how many tokens were scored."""
+    """Mean token loss (nats), loss / log(V) as in the paper, perplexity, how many tokens were scored, and each
+    block's mean loss (for intervals over the blocks; empty where not kept)."""
 
     loss: float
     normalized: float
     perplexity: float
     tokens: int
     vocab_size: int
+    block_losses: tuple[float, ...] = ()
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_losses", tuple(self.block_losses))  # a list when read back from JSON
+
+    def as_dict(self, blocks: bool = True) -> dict:
+        """The fields as a dict; without `blocks`, the scalars only (as a healed model's record keeps them)."""
+        values = asdict(self)
+        if not blocks:
+            values.pop("block_losses")
+        return values
 
 
 def vocab_size(model: nn.Module) -> int:
@@ -40,13 +49,13 @@ slices of positions, so a batch of 8 blocks of 128 tokens with a 152k-token voca
 64 MiB of them at a time instead of about 1.5 GB (bf16 logits, their float32 copy and its log-softmax)."""
 
 
-def next_token_loss_sum(model: nn.Module, ids: torch.Tensor, *, backward_scale: float | None = None) -> torch.Tensor:
-    """The summed next-token cross-entropy (nats, float32) of a batch of blocks: the one loss that evaluation and
-    healing share, detached.
+def next_token_losses(model: nn.Module, ids: torch.Tensor, *, backward_scale: float | None = None) -> torch.Tensor:
+    """Each position's next-token cross-entropy (nats, float32) for a batch of blocks, [N, T - 1], detached: the
+    one loss that evaluation and healing share.
 
-    The decoder runs once; the head runs on slices of at most `HEAD_SLICE_BYTES` of logits, which gives each
-    token's loss and their sum exactly as one pass over all positions would. With `backward_scale`, the
-    gradient of `backward_scale` x the loss is accumulated into the model's trainable parameters, the head's part
+    The decoder runs once; the head runs on slices of at most `HEAD_SLICE_BYTES` of logits, which gives every
+    token's loss exactly as one pass over all positions would. With `backward_scale`, the gradient of
+    `backward_scale` x the summed loss is accumulated into the model's trainable parameters, the head's part
     slice by slice, then once through the decoder."""
     head = split_head(model)
     targets = ids[:, 1:].reshape(-1)
@@ -55,7 +64,7 @@ def next_token_loss_sum(model: nn.Module, ids: torch.Tensor, *, backward_scale: 
         per_token = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets, reduction="none")
         if backward_scale is not None:
             per_token.backward(torch.full_like(per_token, backward_scale))
-        return _summed(per_token.detach())
+        return per_token.detach().view_as(ids[:, 1:])
     hidden = head.decoder(input_ids=ids, use_cache=False).last_hidden_state[:, :-1]
     states = hidden.detach().requires_grad_() if backward_scale is not None else hidden
     rows = states.reshape(-1, states.shape[-1])
@@ -68,11 +77,16 @@ def next_token_loss_sum(model: nn.Module, ids: torch.Tensor, *, backward_scale: 
         losses.append(loss.detach())
     if backward_scale is not None:
         hidden.backward(states.grad)
-    return _summed(torch.cat(losses))
+    return torch.cat(losses).view_as(ids[:, 1:])
 
 
-def _summed(per_token: torch.Tensor) -> torch.Tensor:
-    """The sum of per-token losses in the order ``cross_entropy(..., reduction="sum")`` adds them (nll_loss's)."""
+def next_token_loss_sum(model: nn.Module, ids: torch.Tensor, *, backward_scale: float | None = None) -> torch.Tensor:
+    """`next_token_losses` summed as ``cross_entropy(..., reduction="sum")`` over all positions would sum them."""
+    return summed(next_token_losses(model, ids, backward_scale=backward_scale).reshape(-1))
+
+
+def summed(per_token: torch.Tensor) -> torch.Tensor:
+    """A vector of per-token losses summed in the order ``cross_entropy(..., reduction="sum")`` adds them."""
     picked = torch.zeros(len(per_token), dtype=torch.long, device=per_token.device)
     return nn.functional.nll_loss(-per_token.unsqueeze(1), picked, reduction="sum")
 
@@ -91,12 +105,14 @@ def heldout_loss(
     was_training = model.training
     model.eval()
     device = model_device(model)
-    total, count = 0.0, 0
+    total, count, block_losses = 0.0, 0, []
     batches = blocks.split(batch_size)
     for batch in tqdm(batches, desc="held-out loss", disable=not progress, leave=False):
-        total += next_token_loss_sum(model, batch.to(device)).item()
-        count += batch[:, 1:].numel()
+        losses = next_token_losses(model, batch.to(device))
+        total += summed(losses.reshape(-1)).item()
+        count += losses.numel()
+        block_losses += losses.double().mean(dim=1).tolist()
     model.train(was_training)
     mean = total / count
     size = vocab_size(model)
-    return HeldoutLoss(mean, mean / math.log(size), math.exp(mean), count, size)
+    return HeldoutLoss(mean, mean / math.log(size), math.exp(mean), count, size, tuple(block_losses))

@@ -10,18 +10,18 @@ import numpy as np
 import pandas as pd
 
 from ..healing.settings import PAPER_SETTINGS
+from ..study import files
 from ..study.claims import (
     DEEP,
     accuracy_interval,
     find_comparison,
     fraction_label,
     largest_deep_change,
-    net_recovery,
     read_curve,
     removed,
     resolved_above_chance,
 )
-from ..study.statistics import MARGINS
+from ..study.statistics import DIFFERENT, MARGINS, GradedComparison, block_comparison, net_recovery
 
 
 def _accuracy(row: pd.Series, task: str) -> str:
@@ -80,19 +80,45 @@ def lens(table: pd.DataFrame) -> str:
 
 
 def selection(losses: pd.DataFrame, unpruned: float) -> str:
-    """Which strategy costs least before healing, fraction by fraction (random: mean and spread over seeds)."""
+    """Which strategy costs least before healing, fraction by fraction, and by how much the next one costs more,
+    with its 95% interval over the held-out blocks (random: mean and spread over seeds)."""
     parts = []
     for _, rows in losses.groupby("fraction"):
-        mean = rows.groupby("strategy", sort=False)["loss"].mean()
-        best = mean.idxmin()
+        mean = rows.groupby("strategy", sort=False)["loss"].mean().sort_values(kind="stable")
+        best = mean.index[0]
         text = f"{fraction_label(rows.iloc[0])} removed: {best} lowest ({mean[best]:.2f} nats)"
-        if "similarity" in mean and best != "similarity":
+        if len(mean) > 1:
+            runner = mean.index[1]
+            gap = _block_gap(rows, best, runner)
+            text += f", {runner} next at {mean[runner]:.2f}" + (
+                f" ({gap.difference:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}] over the held-out blocks"
+                + ("" if gap.outcome == DIFFERENT else ", not resolved")
+                + ")"
+                if gap is not None
+                else ""
+            )
+        if "similarity" in mean and "similarity" not in mean.index[:2]:
             text += f", similarity {mean['similarity']:.2f}"
         random = rows[rows["strategy"] == "random"]["loss"]
         if len(random) > 1:
             text += f", random {random.mean():.2f} ± {random.std(ddof=1):.2f} over {len(random)} distinct blocks"
         parts.append(text)
     return f"Unpruned: {unpruned:.2f} nats. " + "; ".join(parts) + "."
+
+
+def _block_gap(rows: pd.DataFrame, lower: str, higher: str) -> GradedComparison | None:
+    """`higher`'s held-out loss minus `lower`'s, block by block (a seeded strategy: the mean of its draws on each
+    block); None where the rows keep no per-block losses."""
+    means = []
+    for strategy in (lower, higher):
+        cells = rows.loc[rows["strategy"] == strategy, files.BLOCK_LOSSES] if files.BLOCK_LOSSES in rows else []
+        blocks = [files.block_losses_of(cell) for cell in cells]
+        if not blocks or not blocks[0] or any(len(b) != len(blocks[0]) for b in blocks):
+            return None
+        means.append(list(np.mean(blocks, axis=0)))
+    if len(means[0]) != len(means[1]):
+        return None
+    return block_comparison(means[0], means[1])
 
 
 def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategies: Sequence[str]) -> str:
@@ -208,7 +234,9 @@ def controls(table: pd.DataFrame) -> str:
         parts.append(
             f"on {row['corpus']} ({where}) pruning costs {found['gap']:.2f} nats; healing the pruned model wins back "
             f"{row['pruned'] - row['pruned + healed']:.2f}, the unpruned model healed alike gains "
-            f"{_signed(found['control'])}, so healing repairs {_signed(found['net'])} nats net, "
+            f"{_signed(found['control'])}, so healing repairs {_signed(found['net'])} nats net "
+            f"(95% interval over the held-out blocks {_signed(row['net gain low'])} to "
+            f"{_signed(row['net gain high'])}), "
             + (
                 f"{found['share']:.0%} of what pruning cost"
                 if found["gap"] > MARGINS["loss"].value

@@ -17,6 +17,7 @@ from ..cache import atomic_file
 from ..lens import LogitLens
 from ..selection import block_for_fraction, layers_for_fraction, ranking_profile
 from ..similarity import DistanceProfile
+from ..study import files
 
 HEADERS = {"loss": "loss (nats)", "final train loss": "final train loss (nats)"}
 STDERR = " stderr"
@@ -36,16 +37,19 @@ def save(table: pd.DataFrame, path: str | Path) -> pd.DataFrame:
 
 
 def for_reading(table: pd.DataFrame, headers: Mapping[str, str] | None = None) -> Styler:
-    """`table` as a page shows it (its CSV keeps every digit): no index; floats to three significant digits
-    (`_number`), or a value with a standard error to the error's precision (columns "X" and "X stderr" become one
-    "X ± stderr"); integers with thousands separators; layers as ranges ("11-18": lists,
-    and space-separated layers in `LAYER_COLUMNS`); units in the headers (`HEADERS`, updated by `headers`).
-    Numbers are right-aligned and kept on one line; text is left-aligned, its line breaks kept."""
+    """`table` as a page shows it (its CSV keeps every digit, and the per-block losses the page leaves out): no
+    index; floats to three significant digits (`_number`), or a value with a standard error to the error's
+    precision (columns "X" and "X stderr" become one "X ± stderr"); integers with thousands separators; layers as
+    ranges ("11-18": lists, and space-separated layers in `LAYER_COLUMNS`); units in the headers (`HEADERS`,
+    updated by `headers`). Numbers are right-aligned and kept on one line; text is left-aligned, its line breaks
+    kept."""
     names = HEADERS | dict(headers or {})
     shown: dict[str, list[str]] = {}
     numeric: list[bool] = []
     for column in table.columns:
         name = str(column)
+        if name == files.BLOCK_LOSSES:  # kept for the ledger's intervals, not for reading
+            continue
         if name.endswith(STDERR) and name.removesuffix(STDERR) in table.columns:
             continue
         header = names.get(name, name)

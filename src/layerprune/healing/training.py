@@ -410,5 +410,5 @@ def _record_healing(model: PeftModel, record: dict[str, Any], run: _Run) -> None
     healing = {**record, "tokens": run.tokens}
     before, after = _before_and_after(run.evaluations)
     if before is not None and after is not None:
-        healing["heldout_before"], healing["heldout_after"] = before.as_dict(), after.as_dict()
+        healing["heldout_before"], healing["heldout_after"] = before.as_dict(False), after.as_dict(False)
     config.layerprune = {**(getattr(config, "layerprune", None) or {}), "healing": healing}

@@ -34,7 +34,8 @@ from .curves import above_chance_again as above_chance_again
 from .curves import accuracy_interval as accuracy_interval
 from .curves import collapse_point as collapse_point
 from .curves import resolved_above_chance as resolved_above_chance
-from .statistics import DIFFERENT, EQUIVALENT, MARGINS
+from .recovery import controls_at, recovered, recovery_verdict
+from .statistics import DIFFERENT, EQUIVALENT, MARGINS, GradedComparison, block_comparison
 
 _ACC, _LOSS = MARGINS["accuracy"], MARGINS["loss"]
 CHAPTERS = {files.chapter_prefix(chapter): chapter for chapter in files.READS["07_claims"]}  # where each is shown
@@ -275,15 +276,16 @@ def _healing_gain(tables: _Tables, model: str) -> _Judged:
         pruned = rows[(rows["strategy"] == row["strategy"]) & (rows["stage"] == "pruned")]
         pruned = pruned[np.isclose(pruned["fraction"], row["fraction"])].iloc[0]
         lost = bool(task) and pruned[task] < base[task]  # a share of no loss is undefined
-        qa_gain = _recovered(pruned[task], row[task], base[task]) if lost else float("nan")
-        domains = _controls_at(controls, row)
+        qa_gain = recovered(pruned[task], row[task], base[task]) if lost else float("nan")
+        domains = controls_at(controls, row)
         if domains is None:
-            loss_gain = _recovered(pruned["loss"], row["loss"], base["loss"])
+            loss_gain = recovered(pruned["loss"], row["loss"], base["loss"])
             text = f"{row['strategy']} {fraction_label(row)}: loss {loss_gain:.0%} recovered (no control)"
         else:
             text = f"{row['strategy']} {fraction_label(row)}: " + ", ".join(
                 f"{d['corpus']} ({d['domain']} domain) loss {d['share']:.0%} recovered net of the control "
-                f"({d['net']:+.2f} nats of {d['gap']:.2f}; the unpruned model healed alike {d['control']:+.2f})"
+                f"({d['net']:+.2f} [{d['low']:+.2f}, {d['high']:+.2f}] nats of {d['gap']:.2f}; the unpruned model "
+                f"healed alike {d['control']:+.2f})"
                 for d in domains.values()
             )
         if task:
@@ -311,70 +313,33 @@ def _healing_gain(tables: _Tables, model: str) -> _Judged:
     return _Judged(verdict, evidence, _figure(rows), p=p, power=power)
 
 
-def net_recovery(row: pd.Series | dict) -> dict:
-    """One domain's row of the healing controls (held-out losses of the "unpruned", "pruned", "pruned + healed" and
-    "unpruned + healed" models): the pruning loss gap, what the unpruned model healed alike gains (the control),
-    the net loss healing wins back, (pruned - healed) - (unpruned - unpruned healed), and its share of the gap."""
-    gap = float(row["pruned"] - row["unpruned"])
-    control = float(row["unpruned"] - row["unpruned + healed"])
-    net = float(row["pruned"] - row["pruned + healed"]) - control
-    return {"gap": gap, "control": control, "net": net, "share": net / gap if gap else float("nan")}
-
-
-def recovery_verdict(healing: dict, other: dict, accuracy_share: float) -> tuple[str, str]:
-    """Claim (d) at one controlled fraction, from `net_recovery` on the healing corpus's domain and on the other
-    domain and the share of the QA accuracy won back: the verdict and, unless held, why."""
-    margin = _LOSS.value
-    if other["gap"] <= margin:
-        return INCONCLUSIVE, f"pruning costs the other domain {other['gap']:.2f} nats, within the margin"
-    if other["net"] <= margin:
-        if healing["net"] > margin:
-            return NOT_HELD, "the recovery on the healing domain disappears on the other: healing only fit its domain"
-        return INCONCLUSIVE, f"healing recovers neither domain beyond the +-{margin:.2f} nats margin"
-    if np.isnan(accuracy_share):
-        return INCONCLUSIVE, "pruning lost no accuracy to recover"
-    if accuracy_share >= other["share"]:
-        return NOT_HELD, "the accuracy recovers as large a share"
-    return HELD, ""
-
-
-def _controls_at(controls: pd.DataFrame, row: pd.Series) -> dict[str, dict] | None:
-    """`net_recovery` of the healing controls of the same block as sweep row `row` (same strategy and number of
-    layers removed), by domain ("healing", "other"), with the corpus's name; None where there are none."""
-    if controls.empty:
-        return None
-    same = controls[(controls["strategy"] == row["strategy"]) & (controls["n"] == row["n"])]
-    if set(same["domain"]) < {"healing", "other"}:
-        return None
-    found = {}
-    for _, line in same.iterrows():
-        found[line["domain"]] = net_recovery(line) | {"corpus": line["corpus"], "domain": line["domain"]}
-    return found
-
-
-def _recovered(pruned: float, healed: float, unpruned: float) -> float:
-    """The share of what pruning lost that healing won back (for a loss or an accuracy alike)."""
-    lost = pruned - unpruned
-    return float((pruned - healed) / lost) if lost else float("nan")
-
-
-def _loss_baselines(tables: _Tables, model: str) -> dict[float, dict[str, list[float]]]:
-    """Held-out loss before healing of every strategy at every fraction actually removed: {fraction: {strategy:
-    [losses]}} (random: one per distinct block), from chapter 2's file where it covers the model, else from the
-    sweep's rows."""
+def _loss_baselines(tables: _Tables, model: str) -> dict[float, dict[str, list[tuple[float, list[float]]]]]:
+    """Held-out loss before healing of every strategy at every fraction actually removed, with its per-block losses:
+    {fraction: {strategy: [(loss, block losses)]}} (random: one per distinct block), from chapter 2's file where it
+    covers the model, else from the sweep's rows."""
     losses = _of(tables.losses(), model)
     if losses.empty:
         losses = _of(tables.sweeps(), model)
         losses = losses[(losses["stage"] == "pruned") & (losses["strategy"] != "none")] if not losses.empty else losses
-    found: dict[float, dict[str, list[float]]] = {}
+    found: dict[float, dict[str, list[tuple[float, list[float]]]]] = {}
     seen: set[tuple] = set()
     for _, row in losses.iterrows():
         key = (round(removed(row), 6), row["strategy"], str(row.get("layers", "")))
         if key in seen:  # a block drawn twice counts once
             continue
         seen.add(key)
-        found.setdefault(key[0], {}).setdefault(row["strategy"], []).append(float(row["loss"]))
+        blocks = files.block_losses_of(row.get(files.BLOCK_LOSSES))
+        found.setdefault(key[0], {}).setdefault(row["strategy"], []).append((float(row["loss"]), blocks))
     return found
+
+
+def _loss_gap(own: list[float], draws: list[tuple[float, list[float]]]) -> GradedComparison | None:
+    """A strategy's held-out loss minus the similarity block's, block by block (a seeded strategy: the mean of its
+    distinct draws on each block); None where a file kept no per-block losses."""
+    blocks = [b for _, b in draws]
+    if not own or any(len(b) != len(own) for b in blocks):
+        return None
+    return block_comparison(own, list(np.mean(blocks, axis=0)))
 
 
 def _strategies(tables: _Tables, model: str) -> _Judged:
@@ -389,22 +354,26 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
         strategies = by_fraction[fraction]
         if "similarity" not in strategies or len(strategies) < 2:
             continue
-        own = strategies["similarity"][0]
+        own, own_blocks = strategies["similarity"][0]
         texts = []
-        for strategy, values in strategies.items():
+        for strategy, draws in strategies.items():
             if strategy == "similarity":
                 continue
-            mean = float(np.mean(values))
-            if len(values) > 1:
-                texts.append(f"{strategy} {mean - own:+.2f} (mean of {len(values)} distinct blocks, lowest "
-                             f"{min(values) - own:+.2f})")  # fmt: skip
-                beats.append(own < min(values) and mean - own > margin)
-                loses.append(own - mean > margin)
-            else:
-                texts.append(f"{strategy} {mean - own:+.2f}")
-                beats.append(mean - own > margin)
-                loses.append(own - mean > margin)
-        text = f"{fraction:.0%}: loss minus the similarity block's, before healing: " + ", ".join(texts)
+            gap = _loss_gap(own_blocks, draws)
+            mean = float(np.mean([loss for loss, _ in draws]))
+            label = strategy if len(draws) == 1 else (
+                f"{strategy} (mean of {len(draws)} distinct blocks, lowest {min(loss for loss, _ in draws) - own:+.2f})"
+            )  # fmt: skip
+            if gap is None:
+                texts.append(f"{label} {mean - own:+.2f} (no per-block losses: unresolved)")
+                beats.append(False)
+                continue
+            texts.append(f"{label} {gap.difference:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}]")
+            resolved = gap.outcome == DIFFERENT
+            beats.append(resolved and gap.difference > margin)
+            loses.append(resolved and gap.difference < -margin)
+        text = f"{fraction:.0%}: loss minus the similarity block's, before healing (nats, 95% interval over the " \
+               "held-out blocks): " + ", ".join(texts)  # fmt: skip
         sweep_at = rows[[abs(removed(r) - fraction) < 1e-6 for _, r in rows.iterrows()]] if not rows.empty else rows
         if not sweep_at.empty:
             point = sweep_at.iloc[0]
@@ -431,7 +400,7 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
         return _Judged(NOT_HELD, evidence, _figure(rows), p=p, power=power)
     reasons = []
     if not all(beats):
-        reasons.append(f"some loss gaps are within the +-{margin:.2f} nats margin")
+        reasons.append(f"some loss gaps are not resolved beyond the +-{margin:.2f} nats margin")
     if not meets:
         reasons.append("'they meet' is untested (no healed pair above chance on QA)")
     elif not all(m == EQUIVALENT for m in meets):

@@ -78,15 +78,16 @@ CRITERIA: dict[str, Criterion] = {
         "at each healed fraction with controls (the unpruned model healed with the same data and budget, and the "
         "held-out loss also measured on text of another domain than the healing corpus), the share of the pruning "
         "loss gap that healing wins back on the other domain, net of what the same healing gives the unpruned "
-        "model there, is larger than the share of the QA accuracy won back. Held when at every controlled "
-        "fraction that net recovery exceeds the loss margin and its share exceeds the accuracy's; did not hold "
-        "when at every controlled fraction either the recovery seen on the healing domain (net, beyond the margin) "
-        "disappears on the other domain (within the margin: healing only fit its domain) or the accuracy recovers "
-        "as large a share; inconclusive otherwise (the fractions disagree, pruning costs the other domain no more "
-        "than the margin, healing recovers neither domain beyond it, or pruning lost no accuracy); not testable "
-        "here where a model has no controls",
+        "model there, is larger than the share of the QA accuracy won back. A domain recovers where that net "
+        "gain exceeds the loss margin and its 95% interval over the held-out blocks excludes zero. Held when at "
+        "every controlled fraction the other domain recovers and its share exceeds the accuracy's; did not hold "
+        "when at every controlled fraction either the healing domain recovers and the other domain's interval lies "
+        "below the margin (healing only fit its domain) or the accuracy recovers as large a share; inconclusive "
+        "otherwise (the fractions disagree, pruning costs the other domain no more than the margin, the other "
+        "domain's recovery is neither resolved nor ruled out, or pruning lost no accuracy); not testable here "
+        "where a model has no controls",
         f"net loss recovered per domain, (pruned - healed) - (unpruned - unpruned healed), against +-"
-        f"{_LOSS.value:.2f} nats and as a share of pruned - unpruned (one held-out set per domain: no interval); "
+        f"{_LOSS.value:.2f} nats (paired t interval over the held-out blocks) and as a share of pruned - unpruned; "
         "the healed-minus-pruned accuracy by exact McNemar",
         f"loss +-{_LOSS.value:.2f} nats",
         "the paper: healing 'restores' the loss curve to a smooth rise while QA accuracy recovers little. Held-out "
@@ -97,14 +98,15 @@ CRITERIA: dict[str, Criterion] = {
     "e": Criterion(
         "e",
         "before healing, the similarity block's held-out loss is lower than that of every other strategy the book "
-        "runs (last, random over distinct blocks, block influence) by more than the loss margin, and 'last' is "
-        "not resolved above it on QA; after healing, 'last' and the similarity block are equivalent on QA. Did "
-        "not hold when some strategy's loss is lower by more than the margin (random: its mean over the distinct "
-        "blocks drawn), when 'last' is resolved above it on QA, or when the healed pair is shown different; "
-        "inconclusive otherwise (a tie within the margin, a healed pair neither equivalent nor different, or no "
-        "healed pair above chance)",
-        f"loss gaps against +-{_LOSS.value:.2f} nats (one held-out set: no interval; random: below every distinct "
-        f"draw); QA by exact McNemar (Holm) and two one-sided exact tests at +-{_ACC.value:.2f}",
+        "runs (last, random over distinct blocks, block influence) by more than the loss margin, resolved, and "
+        "'last' is not resolved above it on QA; after healing, 'last' and the similarity block are equivalent on "
+        "QA. Did not hold when some strategy's loss is resolved lower by more than the margin (random: its mean "
+        "over the distinct blocks drawn), when 'last' is resolved above it on QA, or when the healed pair is "
+        "shown different; inconclusive otherwise (a gap not resolved or within the margin, a healed pair neither "
+        "equivalent nor different, or no healed pair above chance)",
+        f"loss gaps, block by block on the same held-out blocks: paired t test and interval, and two one-sided "
+        f"tests at +-{_LOSS.value:.2f} nats; QA by exact McNemar (Holm) and two one-sided exact tests at "
+        f"+-{_ACC.value:.2f}",
         f"loss +-{_LOSS.value:.2f} nats; accuracy +-{_ACC.value:.2f}",
         f"{_LOSS.reason}. {_ACC.reason}",
     ),

@@ -4,6 +4,8 @@ chapter that writes it."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 PROFILE = "01_profile.json"
 PROFILE_SUMMARY = "01_profile_summary.csv"
 BLOCKS = "01_blocks.csv"
@@ -34,6 +36,10 @@ PRECISION = "06_precision.csv"
 CLAIMS = "07_claims.csv"
 CRITERIA = "07_criteria.csv"
 
+BLOCK_LOSSES = "block losses"
+"""The column of a held-out loss's per-block means (nats, space-separated, in block order): the claims pair two
+models' losses block by block for an interval (`statistics.block_comparison`); the pages do not show it."""
+
 TIMINGS = frozenset({PRUNED_SPEED, PROFILING, MEMORY, INFERENCE, PRECISION})
 """Files of measured times and memory: they differ between two runs of the same book."""
 
@@ -47,3 +53,13 @@ stale (chapters not listed read none)."""
 def chapter_prefix(name: str) -> str:
     """The two-digit prefix of the chapter that writes result file `name` ("04" for "04_results.csv")."""
     return name[:2]
+
+
+def block_losses_cell(values: Sequence[float]) -> str:
+    """Per-block losses as one CSV cell of `BLOCK_LOSSES`."""
+    return " ".join(f"{value:.7g}" for value in values)
+
+
+def block_losses_of(cell: object) -> list[float]:
+    """The per-block losses of a `BLOCK_LOSSES` cell (none for an empty or missing cell)."""
+    return [float(value) for value in cell.split()] if isinstance(cell, str) else []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -70,8 +71,9 @@ MARGINS: dict[str, Margin] = {
     "loss": Margin(
         0.05,
         "held-out loss, nats",
-        "one held-out set gives no interval for a loss; 0.05 nats (about 5% in perplexity) is the smallest gap "
-        "read as one strategy beating another, smaller gaps are ties",
+        "0.05 nats (about 5% in perplexity) is the smallest gap read as one model or strategy beating another; "
+        "a gap is compared block by block on the same held-out blocks (paired t interval over the blocks), and "
+        "one shown within +-0.05 is a tie",
     ),
 }
 """Every margin a verdict uses, with its reason (chapter 7's criteria table shows them)."""
@@ -307,6 +309,29 @@ def graded_comparison(
         count, mean, mean - q95 * se, mean + q95 * se, p_value, mean - q90 * se, mean + q90 * se, margin,
         p_equivalence, detectable, sd,
     )  # fmt: skip
+
+
+def block_comparison(
+    a: Sequence[float], b: Sequence[float], *, margin: float = MARGINS["loss"].value
+) -> GradedComparison:
+    """B - A on the same held-out blocks (each block's mean loss, nats, in the same order): the paired t test over
+    the blocks of `graded_comparison`, at the loss margin (equal tokens per block: the mean over the blocks is the
+    token-weighted loss)."""
+    if len(a) != len(b) or len(a) == 0:
+        raise InvalidInputError(f"block losses must pair up: {len(a)} against {len(b)} blocks")
+    return graded_comparison(
+        {str(i): float(v) for i, v in enumerate(a)}, {str(i): float(v) for i, v in enumerate(b)}, margin=margin
+    )
+
+
+def net_recovery(row: Mapping[str, Any]) -> dict[str, float]:
+    """One domain's row of the healing controls (held-out losses of the "unpruned", "pruned", "pruned + healed" and
+    "unpruned + healed" models): the pruning loss gap, what the unpruned model healed alike gains (the control),
+    the net loss healing wins back, (pruned - healed) - (unpruned - unpruned healed), and its share of the gap."""
+    gap = float(row["pruned"] - row["unpruned"])
+    control = float(row["unpruned"] - row["unpruned + healed"])
+    net = float(row["pruned"] - row["pruned + healed"]) - control
+    return {"gap": gap, "control": control, "net": net, "share": net / gap if gap else float("nan")}
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

@@ -25,6 +25,8 @@ from ..loss import HeldoutLoss, heldout_loss
 from ..selection import get_strategy, layers_for_fraction, ranking_profile
 from ..similarity import DistanceProfile, profile_distances
 from ..surgery import prune_fraction
+from . import files
+from .statistics import block_comparison, net_recovery
 
 if TYPE_CHECKING:
     from ..healing.training import HealResult
@@ -75,14 +77,24 @@ def cached_logit_lens(
 def cached_heldout_loss(
     model: nn.Module, blocks: torch.Tensor, *, batch_size: int = 8, progress: bool = True, identity: str | None = None
 ) -> HeldoutLoss:
-    """`heldout_loss`, cached (pass `identity` when it is already known, to skip hashing the weights)."""
+    """`heldout_loss` with each block's loss, cached (pass `identity` when it is already known, to skip hashing the
+    weights); entries cached before block losses were kept are computed again, once."""
     compute = functools.partial(heldout_loss, model, blocks, batch_size=batch_size, progress=progress)
-    return _cached_on_blocks("heldout", identity or model_identity(model), blocks, compute, HeldoutLoss)
+    identity = identity or model_identity(model)
+    return _cached_on_blocks("heldout", identity, blocks, compute, HeldoutLoss, {"block_losses": True})
 
 
-def _cached_on_blocks(kind: str, identity: str, blocks: torch.Tensor, compute: Callable[[], T], result: type[T]) -> T:
-    """A result of a model on token blocks (a dataclass with `as_dict`), cached by model identity and blocks."""
-    key = {"model": identity, "blocks": tensor_digest(blocks)}
+def _cached_on_blocks(
+    kind: str,
+    identity: str,
+    blocks: torch.Tensor,
+    compute: Callable[[], T],
+    result: type[T],
+    version: Mapping[str, Any] | None = None,
+) -> T:
+    """A result of a model on token blocks (a dataclass with `as_dict`), cached by model identity and blocks (and
+    `version`, the fields that set a new result format apart from older entries)."""
+    key = {"model": identity, "blocks": tensor_digest(blocks), **(version or {})}
     return cached(kind, key, compute, encode=lambda value: value.as_dict(), decode=lambda value: result(**value))
 
 
@@ -129,6 +141,7 @@ def pruned_losses(
                         "layers": list(pruned.layers),
                         "loss": loss.loss,
                         "normalized loss": loss.normalized,
+                        files.BLOCK_LOSSES: files.block_losses_cell(loss.block_losses),
                     }
                 )
     return rows
@@ -180,10 +193,9 @@ def healing_controls(
     """What healing wins back, against its controls: the unpruned `model`, its `pruned` copy (`surgery.prune`), the
     pruned model healed and the unpruned model healed with the same blocks, seed and settings (`cached_heal`), each
     scored on the held-out blocks of every corpus in `heldout` ({corpus: blocks}; the first is the healing corpus's
-    own held-out split, the others text of other domains). One row per corpus: the four losses and
-    `claims.net_recovery`'s gap, control gain, net gain and share."""
-    from .claims import net_recovery
-
+    own held-out split, the others text of other domains). One row per corpus: the four losses,
+    `net_recovery`'s gap, control gain, net gain and share, and the net gain's 95% interval over the held-out blocks
+    (`statistics.block_comparison` of the control's gain and the pruned model's, block by block)."""
     record = getattr(pruned.config, "layerprune", None) or {}
     layers = list(record.get("removed_layers", []))
     total = record.get("original_num_layers", model.config.num_hidden_layers)
@@ -200,20 +212,28 @@ def healing_controls(
     rows = []
     for index, (corpus, blocks) in enumerate(heldout.items()):
         losses = {
-            name: cached_heldout_loss(candidate, blocks, batch_size=batch_size, progress=False).loss
+            name: cached_heldout_loss(candidate, blocks, batch_size=batch_size, progress=False)
             for name, candidate in variants.items()
         }
         row = {
             "model": model_name(model), "strategy": record.get("strategy"), "n": len(layers), "model layers": total,
             "fraction removed": len(layers) / total, "layers": " ".join(map(str, layers)), "corpus": corpus,
-            "domain": "healing" if index == 0 else "other", **losses,
+            "domain": "healing" if index == 0 else "other", **{name: loss.loss for name, loss in losses.items()},
         }  # fmt: skip
         recovery = net_recovery(row)
+        net = block_comparison(_gains(losses["unpruned"], losses["unpruned + healed"]),
+                               _gains(losses["pruned"], losses["pruned + healed"]))  # fmt: skip
         rows.append(
             row | {"pruning gap": recovery["gap"], "control gain": recovery["control"],
-                   "net gain": recovery["net"], "net recovered": recovery["share"]}
+                   "net gain": recovery["net"], "net gain low": net.low, "net gain high": net.high,
+                   "net recovered": recovery["share"]}
         )  # fmt: skip
     return rows
+
+
+def _gains(before: HeldoutLoss, after: HeldoutLoss) -> list[float]:
+    """What healing won back on each held-out block (nats): the loss before minus the loss after."""
+    return [b - a for b, a in zip(before.block_losses, after.block_losses, strict=True)]
 
 
 def chance_levels(tasks: Sequence[str]) -> dict[str, float]:

@@ -22,6 +22,7 @@ from ..prefix import DEFAULT_MAX_BYTES, PrefixStates
 from ..selection import block_for_fraction
 from ..similarity import DistanceProfile
 from ..surgery import prune_fraction
+from . import files
 from .statistics import GradedComparison, PairedComparison, graded_comparison, holm, paired_comparison
 from .steps import cached_heal, cached_heldout_loss
 
@@ -125,6 +126,7 @@ def sweep(
                     "parameters": sum(p.numel() for p in pruned.model.parameters()),
                     "loss": loss.loss,
                     "normalized loss": loss.normalized,
+                    files.BLOCK_LOSSES: files.block_losses_cell(loss.block_losses),
                     **scores,
                 }
             )
