@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from layerprune.errors import InvalidInputError
-from layerprune.healing import CPU_DEFAULTS, PAPER_SETTINGS, BlockSampler, heal
+from layerprune.healing import CPU_DEFAULTS, PAPER_SETTINGS, BlockSampler, heal, training
 from layerprune.healing.checkpoints import checkpoint_steps
 from layerprune.healing.merging import merge, save_merged
 from layerprune.healing.training import load_base
@@ -465,13 +465,34 @@ def test_healing_controls_heal_the_unpruned_model_alike(isolated_cache, blocks, 
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
-def test_gradient_checkpointing_heals_to_the_same_numbers(family, blocks):
+def test_gradient_checkpointing_heals_to_the_same_numbers(family, blocks, monkeypatch):
     model = tiny_model(family, num_layers=3)
     runs = [
         heal(model, None, blocks, quantization=None, rank=4, steps=3, batch_size=4, warmup=1, seed=0,
              progress=False, gradient_checkpointing=on)
-        for on in (False, True)
+        for on in (False, True, None)
     ]  # fmt: skip
+    per_layer = training.saved_activation_bytes(model, 4, blocks.shape[1]) / 3
+    monkeypatch.setattr(training, "KEPT_ACTIVATIONS", int(1.5 * per_layer))  # recompute layers 0 and 2 of 3
+    runs.append(heal(model, None, blocks, quantization=None, rank=4, steps=3, batch_size=4, warmup=1, seed=0,
+                     progress=False))  # fmt: skip
+    checkpointed = [layer.gradient_checkpointing for layer in runs[-1].model.get_base_model().model.layers]
+    assert checkpointed == [True, False, True]
+    assert not any(layer.gradient_checkpointing for layer in runs[2].model.get_base_model().model.layers)  # a CPU
     lora = [{k: v for k, v in run.model.named_parameters() if "lora_" in k} for run in runs]
-    assert runs[0].losses == runs[1].losses and lora[0].keys() == lora[1].keys()
-    assert all(torch.equal(lora[0][k], lora[1][k]) for k in lora[0])
+    assert all(
+        run.losses == runs[0].losses and lora_k.keys() == lora[0].keys() for run, lora_k in zip(runs, lora, strict=True)
+    )
+    assert all(torch.equal(other[k], lora[0][k]) for other in lora[1:] for k in lora[0])
+
+
+def test_a_cpu_recomputes_as_few_layers_as_keep_a_step_under_the_budget():
+    small = tiny_model("llama", num_layers=4)
+    per_token = 4 * (12 * small.config.hidden_size + 4 * small.config.intermediate_size) * 4  # float32
+    saved = training.saved_activation_bytes(small, 4, 16)
+    assert saved == 4 * 16 * per_token
+    assert training.recompute_every(small, 4, 16, budget=saved) is None  # it fits: nothing recomputed
+    assert training.recompute_every(small, 4, 16, budget=saved * 3 // 4) == 4  # layer 0 recomputed, three kept
+    assert training.recompute_every(small, 4, 16, budget=saved // 2) == 3  # layers 0 and 3 recomputed, two kept
+    assert training.recompute_every(small, 4, 16, budget=saved // 4) == 1  # no k keeps just one: all recomputed
+    assert training.recompute_every(small, 4, 16, budget=0) == 1

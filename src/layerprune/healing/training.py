@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 from transformers.pytorch_utils import Conv1D
 
-from ..adapters import get_adapter
+from ..adapters import get_adapter, num_layers
 from ..cache import model_identity, tensor_digest
 from ..errors import InvalidInputError
 from ..loss import HeldoutLoss, heldout_loss, next_token_loss_sum, vocab_size
@@ -105,10 +105,9 @@ def heal(
     ``"ffn"`` (the architecture's FFN projections, as in the paper) or module-name suffixes. With
     `checkpoint_dir`, a checkpoint is written every `checkpoint_every` steps and at the end, and a new call
     resumes from the latest valid one. With `eval_blocks`, the held-out loss is measured before, after and every
-    `eval_every` steps. `gradient_checkpointing` (the same numbers, less memory, one more decoder forward per
-    step) defaults to on for CUDA and off on a CPU: there, with the head applied slice by slice
-    (`loss.next_token_loss_sum`), a step of Qwen2.5-Coder-1.5B pruned to 20 layers peaks 0.1 GiB above what
-    checkpointing would give and runs in 0.7x its time.
+    `eval_every` steps. `gradient_checkpointing` (recomputing activations in the backward pass: the same numbers,
+    less memory, more compute) is on for every layer or off; by default it is on for CUDA, and on a CPU only for
+    every k-th layer where a step would otherwise keep more than `KEPT_ACTIVATIONS` (`recompute_every`).
     """
     recipe = Recipe.checked(
         quantization, rank, alpha, dropout, lr, steps, batch_size, grad_accum, warmup, schedule, seed
@@ -126,8 +125,10 @@ def heal(
     record = recipe.record(suffixes, train_blocks, procs.world, data_name)
     settings = _settings(record, base, train_blocks) if checkpoint_dir is not None else {}
     if gradient_checkpointing is None:
-        gradient_checkpointing = procs.device.type == "cuda"
-    model = _attach_lora(base, recipe, suffixes, gradient_checkpointing)
+        every = 1 if procs.device.type == "cuda" else recompute_every(base, recipe.batch_size, train_blocks.shape[1])
+    else:
+        every = 1 if gradient_checkpointing else None
+    model = _attach_lora(base, recipe, suffixes, every)
     torch.manual_seed(recipe.seed + procs.rank)
     run = _Run(model, recipe, procs, train_blocks, eval_blocks, progress)
     with warnings.catch_warnings():
@@ -146,6 +147,35 @@ def heal(
         record=model.get_base_model().config.layerprune["healing"],
         resumed_from=run.resumed_from,
     )
+
+
+KEPT_ACTIVATIONS = 512 * 2**20
+"""On a CPU, about the most activation bytes one healing step keeps for its backward pass: beyond it every k-th
+decoder layer recomputes its own (`recompute_every`). Qwen2.5-Coder-1.5B pruned to 20 layers, 4 blocks of 128
+tokens, would keep about 1.1 GB and recomputes every layer's: measured alone, a step then peaks 0.76 GiB lower for
+1.38x the time (every second layer's: 0.32 GiB lower, 1.17x); SmolLM2-135M keeps its 0.3 GB. With the head
+applied slice by slice (`loss.HEAD_SLICE_BYTES`) these activations are most of what healing adds to the model."""
+
+
+def saved_activation_bytes(model: PreTrainedModel, batch_size: int, block_size: int) -> int:
+    """About what one training step keeps for its backward pass: per token and decoder layer, a dozen
+    hidden-size vectors (norms, attention, residuals) and four of the FFN's intermediate size, in the model's dtype."""
+    config = model.config.get_text_config()
+    intermediate = getattr(config, "intermediate_size", None) or 4 * config.hidden_size
+    per_token = num_layers(model) * (12 * config.hidden_size + 4 * intermediate)
+    return batch_size * block_size * per_token * next(model.parameters()).element_size()
+
+
+def recompute_every(model: PreTrainedModel, batch_size: int, block_size: int, budget: int | None = None) -> int | None:
+    """Recompute the activations of every k-th decoder layer (layers 0, k, 2k, ...; None: of none), with k the
+    largest for which the other layers keep at most `budget` bytes (default `KEPT_ACTIVATIONS`;
+    `saved_activation_bytes`)."""
+    budget = KEPT_ACTIVATIONS if budget is None else budget
+    layers = num_layers(model)
+    per_layer = saved_activation_bytes(model, batch_size, block_size) / layers
+    if per_layer * layers <= budget:
+        return None
+    return next(k for k in range(layers, 0, -1) if (layers - math.ceil(layers / k)) * per_layer <= budget)
 
 
 def _check_evaluation(eval_blocks: torch.Tensor | None, eval_every: int | None) -> None:
@@ -221,14 +251,14 @@ def lora_targets(model: nn.Module, targets: str | Sequence[str]) -> tuple[str, .
     return tuple(targets)
 
 
-def _attach_lora(
-    model: PreTrainedModel, recipe: Recipe, targets: Sequence[str], gradient_checkpointing: bool
-) -> PeftModel:
-    """Freeze `model` and add seeded LoRA adapters (alpha, dropout of `recipe`) to the `targets`."""
+def _attach_lora(model: PreTrainedModel, recipe: Recipe, targets: Sequence[str], every: int | None) -> PeftModel:
+    """Freeze `model` and add seeded LoRA adapters (alpha, dropout of `recipe`) to the `targets`; every `every`-th
+    decoder layer recomputes its activations in the backward pass (None: none)."""
     if recipe.quantization is not None:
         prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if every:
+        kwargs = {"use_reentrant": False}
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, every_n_layers=every)
     config = LoraConfig(
         r=recipe.rank,
         lora_alpha=recipe.alpha,
