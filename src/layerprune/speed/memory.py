@@ -59,6 +59,7 @@ def step_memory_of(
     if step not in STEPS:
         raise ValueError(f"step {step!r} is not one of {STEPS}")
     device = default_device()
+    release_memory()  # the level before loading holds no garbage that a later trim would take below it
     with PeakMemory(device) as loading:  # the libraries are imported; the level before loading is the baseline
         lm, tokenizer = load_model(model)
         plain_forward(lm, torch.zeros(1, 8, dtype=torch.long), 1)
