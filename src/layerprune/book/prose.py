@@ -21,7 +21,7 @@ from ..study.claims import (
     removed,
     resolved_above_chance,
 )
-from ..study.statistics import DIFFERENT, MARGINS, GradedComparison, block_comparison, net_recovery
+from ..study.statistics import DIFFERENT, MARGINS, draws_gap, net_recovery
 
 
 def _accuracy(row: pd.Series, task: str) -> str:
@@ -89,7 +89,7 @@ def selection(losses: pd.DataFrame, unpruned: float) -> str:
         text = f"{fraction_label(rows.iloc[0])} removed: {best} lowest ({mean[best]:.2f} nats)"
         if len(mean) > 1:
             runner = mean.index[1]
-            gap = _block_gap(rows, best, runner)
+            gap = draws_gap(*(_block_losses(rows, strategy) for strategy in (best, runner)))
             text += f", {runner} next at {mean[runner]:.2f}" + (
                 f" ({gap.difference:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}] over the held-out blocks"
                 + ("" if gap.outcome == DIFFERENT else ", not resolved")
@@ -106,19 +106,10 @@ def selection(losses: pd.DataFrame, unpruned: float) -> str:
     return f"Unpruned: {unpruned:.2f} nats. " + "; ".join(parts) + "."
 
 
-def _block_gap(rows: pd.DataFrame, lower: str, higher: str) -> GradedComparison | None:
-    """`higher`'s held-out loss minus `lower`'s, block by block (a seeded strategy: the mean of its draws on each
-    block); None where the rows keep no per-block losses."""
-    means = []
-    for strategy in (lower, higher):
-        cells = rows.loc[rows["strategy"] == strategy, files.BLOCK_LOSSES] if files.BLOCK_LOSSES in rows else []
-        blocks = [files.block_losses_of(cell) for cell in cells]
-        if not blocks or not blocks[0] or any(len(b) != len(blocks[0]) for b in blocks):
-            return None
-        means.append(list(np.mean(blocks, axis=0)))
-    if len(means[0]) != len(means[1]):
-        return None
-    return block_comparison(means[0], means[1])
+def _block_losses(rows: pd.DataFrame, strategy: str) -> list[list[float]]:
+    """A strategy's per-block held-out losses, one list per row (a seeded strategy: one per draw)."""
+    cells = rows.loc[rows["strategy"] == strategy, files.BLOCK_LOSSES] if files.BLOCK_LOSSES in rows else []
+    return [files.block_losses_of(cell) for cell in cells]
 
 
 def headline(table: pd.DataFrame, comparisons: pd.DataFrame, task: str, strategies: Sequence[str]) -> str:

@@ -35,7 +35,7 @@ from .curves import accuracy_interval as accuracy_interval
 from .curves import collapse_point as collapse_point
 from .curves import resolved_above_chance as resolved_above_chance
 from .recovery import controls_at, recovered, recovery_verdict
-from .statistics import DIFFERENT, EQUIVALENT, MARGINS, GradedComparison, block_comparison
+from .statistics import DIFFERENT, EQUIVALENT, MARGINS, draws_gap
 
 _ACC, _LOSS = MARGINS["accuracy"], MARGINS["loss"]
 CHAPTERS = {files.chapter_prefix(chapter): chapter for chapter in files.READS["07_claims"]}  # where each is shown
@@ -333,15 +333,6 @@ def _loss_baselines(tables: _Tables, model: str) -> dict[float, dict[str, list[t
     return found
 
 
-def _loss_gap(own: list[float], draws: list[tuple[float, list[float]]]) -> GradedComparison | None:
-    """A strategy's held-out loss minus the similarity block's, block by block (a seeded strategy: the mean of its
-    distinct draws on each block); None where a file kept no per-block losses."""
-    blocks = [b for _, b in draws]
-    if not own or any(len(b) != len(own) for b in blocks):
-        return None
-    return block_comparison(own, list(np.mean(blocks, axis=0)))
-
-
 def _strategies(tables: _Tables, model: str) -> _Judged:
     rows = _of(tables.sweeps(), model)
     by_fraction = _loss_baselines(tables, model)
@@ -359,7 +350,7 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
         for strategy, draws in strategies.items():
             if strategy == "similarity":
                 continue
-            gap = _loss_gap(own_blocks, draws)
+            gap = draws_gap([own_blocks], [blocks for _, blocks in draws])
             mean = float(np.mean([loss for loss, _ in draws]))
             label = strategy if len(draws) == 1 else (
                 f"{strategy} (mean of {len(draws)} distinct blocks, lowest {min(loss for loss, _ in draws) - own:+.2f})"

@@ -324,6 +324,17 @@ def block_comparison(
     )
 
 
+def draws_gap(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]]) -> GradedComparison | None:
+    """`block_comparison` of B's held-out loss minus A's, where each side is one or more draws of per-block losses
+    on the same blocks (a seeded strategy's distinct blocks), averaged block by block; None where a side kept no
+    per-block losses or the draws do not pair up."""
+    sides = [list(a), list(b)]
+    size = len(sides[0][0]) if sides[0] and sides[0][0] else 0
+    if not size or not all(side and all(len(draw) == size for draw in side) for side in sides):
+        return None
+    return block_comparison(*(list(np.mean(side, axis=0)) for side in sides))
+
+
 def net_recovery(row: Mapping[str, Any]) -> dict[str, float]:
     """One domain's row of the healing controls (held-out losses of the "unpruned", "pruned", "pruned + healed" and
     "unpruned + healed" models): the pruning loss gap, what the unpruned model healed alike gains (the control),
