@@ -149,12 +149,12 @@ def heal(
     )
 
 
-KEPT_ACTIVATIONS = 640 * 2**20
+KEPT_ACTIVATIONS = 512 * 2**20
 """On a CPU, about the most activation bytes one healing step keeps for its backward pass: beyond it every k-th
 decoder layer recomputes its own (`recompute_every`). Qwen2.5-Coder-1.5B pruned to 20 layers, 4 blocks of 128
-tokens, would keep about 1.1 GB and recomputes every second layer's: measured alone, a step then peaks 0.32 GiB
-lower for 1.17x the time (every layer's: 0.76 GiB lower for 1.38x, which would take its healing under half the
-matmul rate); SmolLM2-135M keeps its 0.3 GB. With the head applied slice by slice (`loss.HEAD_SLICE_BYTES`) these
+tokens, would keep about 1.1 GB and recomputes every layer's: measured alone, a step then peaks 0.71 GiB lower for
+1.38x the time (every second layer's: 0.27 GiB lower for 1.17x, too thin a margin under the default book's 8 GB);
+SmolLM2-135M keeps its 0.3 GB. With the head applied slice by slice (`loss.HEAD_SLICE_BYTES`) these
 activations are most of what healing adds to the model."""
 
 
