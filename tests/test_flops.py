@@ -41,6 +41,16 @@ def test_the_backward_counts_the_input_gradient_and_a_trained_weight():
     assert counter.backward == 2 * 5 * 8 * 4 + 2 * (2 * 5 * 4 * 2)  # frozen: input only; trained: input and weight
 
 
+def test_a_layer_recomputed_in_the_backward_pass_is_counted_once():
+    model = tiny_model("llama", num_layers=3)  # every weight trains: the backward runs through every layer
+    ids = torch.randint(0, 100, (2, 10), generator=torch.Generator().manual_seed(0))
+    plain = _counted(lambda: model(input_ids=ids, use_cache=False).logits.sum().backward())
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train()
+    recomputed = _counted(lambda: model(input_ids=ids, use_cache=False).logits.sum().backward())
+    assert plain.backward > 0 and (recomputed.forward, recomputed.backward) == (plain.forward, plain.backward)
+
+
 def test_a_process_asked_to_count_writes_its_total(tmp_path):
     log = tmp_path / "counts"
     log.mkdir()

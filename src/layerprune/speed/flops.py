@@ -1,8 +1,10 @@
 """The matrix FLOPs a process's models compute, counted as they run: every `nn.Linear` call (the decoder's
 projections, the LM head, LoRA's adapters; bitsandbytes' layers are `nn.Linear` too) costs 2 x inputs x outputs per
 row, once more when its input carries a gradient (the backward pass through it) and once more when its weight
-trains (the weight's gradient). Attention's score products are not counted (under 3% of a layer's FLOPs at the
-book's lengths). With the machine's matmul rate this turns a run into a floor on its time: FLOPs / rate.
+trains (the weight's gradient). A layer recomputed during the backward pass (activation checkpointing) is not
+counted again: the floor is the model's FLOPs, and recomputing them is time spent over it. Attention's score
+products are not counted (under 3% of a layer's FLOPs at the book's lengths). With the machine's matmul rate this
+turns a run into a floor on its time: FLOPs / rate.
 
 The book's runner sets `FLOP_LOG` to a folder for each chapter's kernel; `layerprune` then counts from its import on,
 in that process and in every process it starts, each keeping its running total in a file of its own there
@@ -36,12 +38,17 @@ class LinearFlops:
         return self.forward + self.backward
 
     def __call__(self, module: nn.Module, args: tuple, output: object) -> None:
-        if not isinstance(module, nn.Linear) or not args or not isinstance(args[0], torch.Tensor):
+        if not isinstance(module, nn.Linear) or not args or not isinstance(args[0], torch.Tensor) or _in_backward():
             return
         flops = 2.0 * (args[0].numel() // module.in_features) * module.in_features * module.out_features
         self.forward += flops
         if torch.is_grad_enabled():
             self.backward += flops * (int(args[0].requires_grad) + int(module.weight.requires_grad))
+
+
+def _in_backward() -> bool:
+    """Whether autograd is running a backward pass now (a checkpointed layer's forward is being recomputed)."""
+    return torch._C._current_graph_task_id() != -1
 
 
 def count_into(path: str | Path) -> LinearFlops:
