@@ -125,6 +125,12 @@ def test_plateau_then_collapse_held_did_not_hold_and_inconclusive(tmp_path):
     dropped = _write(tmp_path, **{"04_comparisons": early})[("c", MODEL)]
     assert dropped.verdict == claims.NOT_HELD and "no plateau: 1/10 (10%)" in dropped.evidence
 
+    slight = _comparisons(sweep, falls | {0.1: (20, 4)})  # -4 points, resolved, not shown beyond the 5-point margin
+    first = slight[(slight["fraction"] == 0.1) & (slight["strategy"] == "similarity")]
+    assert first["outcome"].item() == statistics.DIFFERENT and first["high 90"].item() > -0.05
+    within = _write(tmp_path, **{"04_comparisons": slight})[("c", MODEL)]
+    assert within.verdict == claims.INCONCLUSIVE and "a loss beyond the margin (0.05) is not shown" in within.evidence
+
     unclear = _write(tmp_path, **{"04_comparisons": _comparisons(sweep, falls | {0.1: UNCLEAR, 0.2: UNCLEAR})})
     verdict = unclear[("c", MODEL)]  # no resolved difference, but not equivalent either: underpowered
     assert verdict.verdict == claims.INCONCLUSIVE and "neither shown equivalent" in verdict.evidence
@@ -176,8 +182,22 @@ def test_larger_models_hold_longer_on_the_ladder(tmp_path):
     assert _write(tmp_path, **{"05_across_models": swapped})[("f", "all")].verdict == claims.NOT_HELD
     ladder, comparisons = _ladder({0.0: 0.6, 0.1: 0.59, 0.2: 0.50})  # the grid never reaches its collapse
     found = _write(tmp_path, **{"05_across_models": ladder, "05_comparisons": comparisons})
-    assert found[("f", "all")].verdict == claims.UNTESTABLE
-    assert "the grid does not reach the collapse of large" in found[("f", "all")].evidence
+    assert found[("f", "all")].verdict == claims.HELD  # later than 2/10, so later than the small model's 1/10
+    assert "large (1000M) no collapse in the grid (grid up to 20%)" in found[("f", "all")].evidence
+    reversed_sizes = ladder.assign(parameters=ladder["model"].map({"small": 10**10, "large": 10**8}))
+    found = _write(tmp_path, **{"05_across_models": reversed_sizes})[("f", "all")]
+    assert found.verdict == claims.NOT_HELD  # the larger collapses at 1/10, the smaller is above chance at 2/10
+    assert "a larger model collapses first: small (10000M) collapses before large (100M)" in found.evidence
+
+
+def test_a_collapse_beyond_the_grid_of_the_smaller_model_leaves_the_order_open(tmp_path):
+    ladder, comparisons = _ladder({0.0: 0.6, 0.1: 0.59, 0.2: 0.25})
+    small = ladder["model"] == "small"
+    ladder = ladder[~(small & (ladder["fraction"] == 0.2))].copy()  # the small model's grid ends at 1/10,
+    ladder.loc[small & (ladder["fraction"] == 0.1), "mmlu"] = 0.45  # above chance: its collapse comes later
+    found = _write(tmp_path, **{"05_across_models": ladder, "05_comparisons": comparisons})[("f", "all")]
+    assert found.verdict == claims.UNTESTABLE  # the larger collapses at 2/10; the smaller's could come before
+    assert "the grid does not reach the collapse of small" in found.evidence
 
 
 def _losses(gaps: dict[str, float], fractions=(0.2, 0.4), noise: float = 0.01) -> pd.DataFrame:

@@ -7,6 +7,7 @@ book renders it (`layerprune.book.ledger`)."""
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from .criteria import VERDICTS as VERDICTS
 from .criteria import criteria_table as criteria_table
 from .curves import (
     Point,
+    Reading,
     _above_chance,
     _unpruned,
     find_comparison,
@@ -234,14 +236,20 @@ def _collapse(tables: _Tables, model: str) -> _Judged:
     tested = [p.comparison for p in (reading.plateau or [first]) if p.comparison is not None]
     p_equivalence = max((float(c["p equivalence"]) for c in tested), default=None)
     power = max((float(c["detectable"]) for c in tested), default=None)
-    if first.drops:
+    if first.falls:
         return _Judged(
-            NOT_HELD, evidence + f"; no plateau: {fraction_label(first.row)} already loses accuracy beyond the margin",
-            _figure(rows), p=float(first.comparison["p holm"]), power=power,
+            NOT_HELD, evidence + f"; no plateau: {fraction_label(first.row)} already loses more than the margin "
+            f"(90% interval up to {first.comparison['high 90']:+.3f})", _figure(rows),
+            p=float(first.comparison["p holm"]), power=power,
         )  # fmt: skip
     reasons = []
     if reading.plateau:
         evidence += f"; holds (equivalent) up to {fraction_label(reading.plateau[-1].row)}"
+    elif first.drops:
+        reasons.append(
+            f"the first fraction removed drops (resolved), but a loss beyond the margin ({_ACC.value:.2f}) is not "
+            f"shown: its 90% interval reaches {first.comparison['high 90']:+.3f}"
+        )
     else:
         reasons.append(
             f"the first fraction removed is neither shown equivalent (margin +-{_ACC.value:.2f}) nor shown to drop"
@@ -429,15 +437,33 @@ def _size_ladder(tables: _Tables) -> _Judged:
         + (f" (grid up to {removed(r.points[-1].row):.0%})" if r.points else "")
         for size, model, r in points
     )
+    # A collapse the grid does not reach lies beyond the grid's last fraction: still later than any collapse at or
+    # before that fraction, so a pair of models can be ordered when only the later one's collapse is out of reach.
+    spans = [_collapse_span(r) for *_, r in points]
+    earlier = [
+        f"{points[j][1]} ({points[j][0] / 1e6:.0f}M) collapses before {points[i][1]} ({points[i][0] / 1e6:.0f}M)"
+        for i, j in itertools.combinations(range(len(points)), 2)
+        if spans[j][1] < spans[i][0] - 1e-9 or (spans[j][1] == spans[j][0] and spans[j][1] <= spans[i][0] < spans[i][1])
+    ]
+    if earlier:
+        return _Judged(NOT_HELD, evidence + "; a larger model collapses first: " + ", ".join(earlier), _figure(ladder))
+    ordered = all(spans[j][0] >= spans[i][1] - 1e-9 for i, j in itertools.combinations(range(len(points)), 2))
+    if ordered and spans[-1][0] > spans[0][1] + 1e-9:
+        return _Judged(HELD, evidence, _figure(ladder))
     missing = [model for _, model, r in points if r.collapse is None]
     if missing:
         return _Judged(
             UNTESTABLE, evidence + f"; the grid does not reach the collapse of {', '.join(missing)}", _figure(ladder)
         )
-    ends = [r.collapse_at for *_, r in points]
-    if any(later < earlier - 1e-9 for earlier, later in itertools.pairwise(ends)):
-        return _Judged(NOT_HELD, evidence, _figure(ladder))
-    return _Judged(HELD if ends[-1] > ends[0] + 1e-9 else INCONCLUSIVE, evidence, _figure(ladder))
+    return _Judged(INCONCLUSIVE, evidence, _figure(ladder))  # every collapse found, at the same fraction
+
+
+def _collapse_span(reading: Reading) -> tuple[float, float]:
+    """Where a model's collapse lies, as (lowest, highest) fraction: the collapse fraction twice where the grid
+    reaches it, else (the last fraction of the grid, infinity): it comes later than every fraction tried."""
+    if reading.collapse_at is not None:
+        return reading.collapse_at, reading.collapse_at
+    return (removed(reading.points[-1].row) if reading.points else 0.0), math.inf
 
 
 def _figure(rows: pd.DataFrame) -> str:

@@ -65,11 +65,13 @@ CRITERIA: dict[str, Criterion] = {
         "c",
         "removing the similarity block: the accuracy holds (each fraction removed before the collapse equivalent "
         "to the unpruned model's, at least one) and then collapses (from some fraction on, every larger fraction "
-        "of the grid at chance). Did not hold when the first fraction removed already loses accuracy beyond the "
-        "margin; inconclusive when the plateau is neither shown equivalent nor shown to drop, when the grid "
-        "reaches no collapse, or when the curve rises above chance again after reaching it (non-monotone)",
+        "of the grid at chance). Did not hold when the first fraction removed already loses more accuracy than "
+        "the margin; inconclusive when the plateau is neither shown equivalent nor shown to lose more than the "
+        "margin, when the grid reaches no collapse, or when the curve rises above chance again after reaching it "
+        "(non-monotone)",
         f"exact McNemar (Holm within the sweep) and two one-sided exact tests at +-{_ACC.value:.2f} against the "
-        f"unpruned model on the same questions; at chance: 90% Wilson upper bound < chance + {_CHANCE.value:.2f}",
+        f"unpruned model on the same questions; a loss beyond the margin: resolved, with the 90% interval below "
+        f"-{_ACC.value:.2f}; at chance: 90% Wilson upper bound < chance + {_CHANCE.value:.2f}",
         f"accuracy +-{_ACC.value:.2f}; chance + {_CHANCE.value:.2f}",
         f"{_ACC.reason}. At chance: {_CHANCE.reason}",
     ),
@@ -114,13 +116,14 @@ CRITERIA: dict[str, Criterion] = {
         "f",
         "on one task on which every model of the size ladder is resolved above chance unpruned, the collapse "
         "fraction of (c) (n/L actually removed) does not decrease with model size and the largest model's is "
-        "larger than the smallest's. Did not hold when a larger model collapses at a smaller fraction; "
-        "inconclusive when all collapse at the same fraction; not testable here when the grid does not reach "
-        "every model's collapse",
+        "larger than the smallest's. A collapse the grid does not reach lies past its last fraction, later than "
+        "any collapse within it. Did not hold when a larger model collapses at a smaller fraction; inconclusive "
+        "when all collapse at the same fraction; not testable here when a collapse beyond the grid leaves the "
+        "order open",
         "the collapse of (c) for each model (90% Wilson bound against chance + margin)",
         f"chance + {_CHANCE.value:.2f}",
         "the paper's collapse fractions grow with size (about 20% for Qwen, 25% Phi-2, 35% Mistral-7B, 45-55% "
-        "Llama-2-70B); a collapse outside the grid cannot be compared",
+        "Llama-2-70B); a collapse beyond the grid is compared only where being later than the grid's end decides",
     ),
 }
 

@@ -63,13 +63,15 @@ def _curve(rows: pd.DataFrame, strategy: str, stage: str = "pruned") -> pd.DataF
 @dataclass(eq=False)
 class Point:
     """One fraction of a curve before healing: its row, its comparison with the unpruned model (None where none
-    was made), whether it holds (equivalent to the unpruned model, or resolved above it), whether it is shown at
-    chance or resolved above chance."""
+    was made), whether it holds (equivalent to the unpruned model, or resolved above it), drops (resolved below
+    it), falls (loses more than the margin: resolved below, and the upper bound of its 90% interval, a one-sided
+    5% test, below -margin), and whether it is shown at chance or resolved above chance."""
 
     row: pd.Series
     comparison: pd.Series | None
     holds: bool
     drops: bool
+    falls: bool
     at_chance: bool
     above_chance: bool
 
@@ -106,12 +108,14 @@ def read_curve(rows: pd.DataFrame, comparisons: pd.DataFrame, task: str, strateg
         paired = find_comparison(comparisons, task, row["fraction"], strategy, "pruned", "unpruned")
         result = None if paired is None else paired.get("outcome")
         up = paired is not None and paired["difference"] > 0
+        drops = result == DIFFERENT and not up
         reading.points.append(
             Point(
                 row,
                 paired,
                 holds=result == EQUIVALENT or (result == DIFFERENT and up),
-                drops=result == DIFFERENT and not up,
+                drops=drops,
+                falls=drops and float(paired["high 90"]) < -float(paired["margin"]),
                 at_chance=is_at_chance(row, task),
                 above_chance=resolved_above_chance(row, task),
             )
