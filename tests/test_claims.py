@@ -197,6 +197,12 @@ def test_a_collapse_beyond_the_grid_of_the_smaller_model_leaves_the_order_open(t
     ladder.loc[small & (ladder["fraction"] == 0.1), "mmlu"] = 0.45  # above chance: its collapse comes later
     found = _write(tmp_path, **{"05_across_models": ladder, "05_comparisons": comparisons})[("f", "all")]
     assert found.verdict == claims.UNTESTABLE  # the larger collapses at 2/10; the smaller's could come before
+    dip = ladder.copy()
+    large = (dip["model"] == "large") & (dip["strategy"] == "similarity")
+    dip.loc[large & (dip["fraction"] == 0.1), "mmlu"] = 0.25  # at chance,
+    dip.loc[large & (dip["fraction"] == 0.2), "mmlu"] = 0.45  # then above chance again
+    text = prose.ladder(dip, comparisons, "mmlu")
+    assert "at chance at 1/10 (10%), above chance again at 2/10 (20%) (0.450 [" in text and "non-monotone" in text
     assert "the grid does not reach the collapse of small" in found.evidence
 
 
@@ -277,7 +283,8 @@ def test_healing_gain_is_judged_against_its_controls(tmp_path):
     """Claim (d) at the controlled point (2 of 10 layers; 4 of 10 has no controls): the loss recovered on text of
     another domain, net of what the unpruned model healed alike gains, against the share of MMLU recovered."""
     sweep = _sweep({0.0: 0.55, 0.2: 0.30, 0.4: 0.25}, healed={0.2: 0.33, 0.4: 0.26})
-    comparisons = _comparisons(sweep, {0.2: (100, 0), 0.4: (120, 0)})
+    gains = [_paired(0.2, "similarity", "healed", "pruned", (2, 14))]  # +3 points [+1, +5]: 4-20% of the 25 lost
+    comparisons = _comparisons(sweep, {0.2: (100, 0), 0.4: (120, 0)}, gains)
     tables = {"04_results": sweep, "04_comparisons": comparisons}
     held = _write(tmp_path, **tables, **{"03_controls": _controls((4.0, 4.6, 4.3, 4.0))})[("d", MODEL)]
     assert held.verdict == claims.HELD, held.evidence  # 50% of the other domain's gap back, MMLU 12%
@@ -297,9 +304,22 @@ def test_healing_gain_is_judged_against_its_controls(tmp_path):
     assert between.verdict == claims.INCONCLUSIVE  # net +0.05, its interval reaching past the margin: not ruled out
 
     qa_back = _sweep({0.0: 0.55, 0.2: 0.30, 0.4: 0.25}, healed={0.2: 0.55, 0.4: 0.55})
-    found = _write(tmp_path, **{"04_results": qa_back, "03_controls": _controls((4.0, 4.6, 4.3, 4.0))})
+    back = _comparisons(
+        qa_back, {0.2: (100, 0), 0.4: (120, 0)}, [_paired(0.2, "similarity", "healed", "pruned", (0, 100))]
+    )
+    found = _write(
+        tmp_path, **{"04_results": qa_back, "04_comparisons": back, "03_controls": _controls((4.0, 4.6, 4.3, 4.0))}
+    )
     assert found[("d", MODEL)].verdict == claims.NOT_HELD
     assert "the accuracy recovers as large a share" in found[("d", MODEL)].evidence
+
+    alike = _sweep({0.0: 0.55, 0.2: 0.30, 0.4: 0.25}, healed={0.2: 0.425, 0.4: 0.26})  # half of the accuracy back
+    close = _comparisons(
+        alike, {0.2: (100, 0), 0.4: (120, 0)}, [_paired(0.2, "similarity", "healed", "pruned", (10, 60))]
+    )
+    found = _write(tmp_path, **{"04_results": alike, "04_comparisons": close})[("d", MODEL)]
+    assert found.verdict == claims.INCONCLUSIVE  # the loss's 50% and the accuracy's 50% +- 14: not resolved apart
+    assert "the two shares are not resolved apart" in found.evidence
 
     _write(tmp_path, **tables)
     cheap = _write(tmp_path, **{"03_controls": _controls((4.0, 4.03, 4.0, 4.0))})[("d", MODEL)]

@@ -304,6 +304,12 @@ def ladder(results: pd.DataFrame, comparisons: pd.DataFrame, task: str) -> str:
             if reading.collapse is not None
             else "nothing removed"
         )
+        if reading.again:
+            end += (
+                f" (at chance at {fraction_label(reading.first_chance.row)}, above chance again at "
+                + ", ".join(f"{fraction_label(p.row)} ({_accuracy(p.row, task)})" for p in reading.again)
+                + ": non-monotone)"
+            )
         parts.append(f"{model}: {_accuracy(base, task)} unpruned, {held} (paired tests), {end}")
     return f"On {task}: " + "; ".join(parts) + "."
 

@@ -299,12 +299,15 @@ def _healing_gain(tables: _Tables, model: str) -> _Judged:
         if task:
             text += f", {task} {qa_gain:.0%}"
             gain = find_comparison(comparisons, task, row["fraction"], row["strategy"], "healed", "pruned")
+            qa_share = (float("nan"), float("nan"))
             if gain is not None:
                 text += f" ({gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}], {gain['outcome']})"
                 ps.append(float(gain["p holm"]))
                 powers.append(float(gain["detectable"]))
+                if lost:
+                    qa_share = (gain["low"] / (base[task] - pruned[task]), gain["high"] / (base[task] - pruned[task]))
             if domains is not None:
-                verdict, why = recovery_verdict(domains["healing"], domains["other"], qa_gain)
+                verdict, why = recovery_verdict(domains["healing"], domains["other"], qa_gain, qa_share)
                 text += f": {verdict}" + (f" ({why})" if why else "")
                 judged.append(verdict)
         parts.append(text)

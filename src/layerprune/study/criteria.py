@@ -86,8 +86,9 @@ CRITERIA: dict[str, Criterion] = {
         "when at every controlled fraction either the healing domain recovers and the other domain's interval lies "
         "below the margin (healing only fit its domain) or the accuracy recovers as large a share; inconclusive "
         "otherwise (the fractions disagree, pruning costs the other domain no more than the margin, the other "
-        "domain's recovery is neither resolved nor ruled out, or pruning lost no accuracy); not testable here "
-        "where a model has no controls",
+        "domain's recovery is neither resolved nor ruled out, the two shares are not resolved apart, or pruning "
+        "lost no accuracy); not testable here where a model has no controls. A share is compared by its 95% "
+        "interval (its gain's interval over the pruning gap): larger where it lies above the other's",
         f"net loss recovered per domain, (pruned - healed) - (unpruned - unpruned healed), against +-"
         f"{_LOSS.value:.2f} nats (paired t interval over the held-out blocks) and as a share of pruned - unpruned; "
         "the healed-minus-pruned accuracy by exact McNemar",

@@ -12,11 +12,16 @@ from .statistics import MARGINS, net_recovery
 _LOSS = MARGINS["loss"]
 
 
-def recovery_verdict(healing: dict, other: dict, accuracy_share: float) -> tuple[str, str]:
+def recovery_verdict(
+    healing: dict, other: dict, accuracy_share: float, accuracy_interval: tuple[float, float]
+) -> tuple[str, str]:
     """Claim (d) at one controlled fraction, from `net_recovery` on the healing corpus's domain and on the other
     domain (each with its 95% interval over the held-out blocks, "low" and "high") and the share of the QA accuracy
-    won back: the verdict and, unless held, why. A domain recovers where its net gain exceeds the loss margin and its
-    interval excludes zero; it is shown not to where the interval lies below the margin."""
+    won back with its 95% interval (the healed-minus-pruned interval over the accuracy pruning lost): the verdict and,
+    unless held, why. A domain recovers where its net gain exceeds the loss margin and its interval excludes zero;
+    it is shown not to where the interval lies below the margin. The two shares are compared by their intervals:
+    the loss's is larger where its interval lies above the accuracy's, the accuracy's as large where its interval
+    lies at or above the loss's; overlapping intervals resolve neither."""
     margin = _LOSS.value
     if other["gap"] <= margin:
         return INCONCLUSIVE, f"pruning costs the other domain {other['gap']:.2f} nats, within the margin"
@@ -29,9 +34,16 @@ def recovery_verdict(healing: dict, other: dict, accuracy_share: float) -> tuple
         return INCONCLUSIVE, f"the other domain's net recovery is not resolved beyond the +-{margin:.2f} nats margin"
     if np.isnan(accuracy_share):
         return INCONCLUSIVE, "pruning lost no accuracy to recover"
-    if accuracy_share >= other["share"]:
-        return NOT_HELD, "the accuracy recovers as large a share"
-    return HELD, ""
+    loss_low, loss_high = other["low"] / other["gap"], other["high"] / other["gap"]
+    qa_low, qa_high = accuracy_interval
+    shares = f"loss {loss_low:.0%} to {loss_high:.0%} of its gap, accuracy {qa_low:.0%} to {qa_high:.0%}"
+    if np.isnan(qa_low) or np.isnan(qa_high):
+        return INCONCLUSIVE, "no paired comparison of the healed and pruned accuracy"
+    if qa_low >= loss_high:
+        return NOT_HELD, f"the accuracy recovers as large a share: {shares} (95% intervals)"
+    if loss_low > qa_high:
+        return HELD, ""
+    return INCONCLUSIVE, f"the two shares are not resolved apart: {shares} (95% intervals)"
 
 
 def _recovers(domain: dict) -> bool:
