@@ -262,6 +262,13 @@ def test_strategies_held_did_not_hold_and_inconclusive(tmp_path):
     comparisons = _comparisons(sweep, {0.2: (30, 8), 0.4: (50, 10)}, apart + before)
     assert _write(tmp_path, **{"04_comparisons": comparisons})[("e", MODEL)].verdict == claims.NOT_HELD
 
+    elsewhere = _losses(every, fractions=(0.1, 0.3))  # chapter 2 at other fractions than the sweep's healed pairs
+    found = _write(tmp_path, **{"02_pruned_losses": elsewhere})[("e", MODEL)]
+    assert found.verdict == claims.NOT_HELD and "20%: mmlu, last - similarity" in found.evidence
+    assert "30%: loss minus the similarity block's" in found.evidence and "healed mmlu, last - similarity -0.125" in (
+        found.evidence
+    )
+
 
 def _controls(
     other: tuple[float, float, float, float], healing=(3.0, 3.8, 3.3, 2.95), n: int = 2, spread: float = 0.02

@@ -352,42 +352,49 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
     task, comparisons = (_qa_task(rows) if not rows.empty else None), _of(tables.comparisons(), model)
     margin = _LOSS.value
     parts, beats, loses, meets, ps, powers = [], [], [], [], [], []
-    for fraction in sorted(by_fraction):
-        strategies = by_fraction[fraction]
-        if "similarity" not in strategies or len(strategies) < 2:
-            continue
-        own, own_blocks = strategies["similarity"][0]
-        texts = []
-        for strategy, draws in strategies.items():
-            if strategy == "similarity":
-                continue
-            gap = draws_gap([own_blocks], [blocks for _, blocks in draws])
-            mean = float(np.mean([loss for loss, _ in draws]))
-            label = strategy if len(draws) == 1 else (
-                f"{strategy} (mean of {len(draws)} distinct blocks, lowest {min(loss for loss, _ in draws) - own:+.2f})"
-            )  # fmt: skip
-            if gap is None:
-                texts.append(f"{label} {mean - own:+.2f} (no per-block losses: unresolved)")
-                beats.append(False)
-                continue
-            texts.append(f"{label} {gap.difference:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}]")
-            resolved = gap.outcome == DIFFERENT
-            beats.append(resolved and gap.difference > margin)
-            loses.append(resolved and gap.difference < -margin)
-        text = f"{fraction:.0%}: loss minus the similarity block's, before healing (nats, 95% interval over the " \
-               "held-out blocks): " + ", ".join(texts)  # fmt: skip
+    with_last = {round(removed(r), 6) for _, r in rows.iterrows() if r["strategy"] == "last"} if task else set()
+    for fraction in sorted(set(by_fraction) | with_last):  # chapter 2's losses, and chapter 4's QA pairs
+        strategies, pieces = by_fraction.get(fraction, {}), []
+        if "similarity" in strategies and len(strategies) > 1:
+            own, own_blocks = strategies["similarity"][0]
+            texts = []
+            for strategy, draws in strategies.items():
+                if strategy == "similarity":
+                    continue
+                gap = draws_gap([own_blocks], [blocks for _, blocks in draws])
+                mean = float(np.mean([loss for loss, _ in draws]))
+                label = strategy if len(draws) == 1 else (
+                    f"{strategy} (mean of {len(draws)} distinct blocks, lowest "
+                    f"{min(loss for loss, _ in draws) - own:+.2f})"
+                )  # fmt: skip
+                if gap is None:
+                    texts.append(f"{label} {mean - own:+.2f} (no per-block losses: unresolved)")
+                    beats.append(False)
+                    continue
+                texts.append(f"{label} {gap.difference:+.2f} [{gap.low:+.2f}, {gap.high:+.2f}]")
+                resolved = gap.outcome == DIFFERENT
+                beats.append(resolved and gap.difference > margin)
+                loses.append(resolved and gap.difference < -margin)
+            pieces.append(
+                "loss minus the similarity block's, before healing (nats, 95% interval over the held-out blocks): "
+                + ", ".join(texts)
+            )
         sweep_at = rows[[abs(removed(r) - fraction) < 1e-6 for _, r in rows.iterrows()]] if not rows.empty else rows
-        if not sweep_at.empty:
+        if task and not sweep_at.empty:
             point = sweep_at.iloc[0]
             before = find_comparison(comparisons, task, point["fraction"], "last", "pruned", "similarity")
             if before is not None:
-                text += f"; {task}, last - similarity {before['difference']:+.3f} [{before['low']:+.3f}, " \
-                        f"{before['high']:+.3f}] {before['outcome']}"  # fmt: skip
+                pieces.append(
+                    f"{task}, last - similarity {before['difference']:+.3f} [{before['low']:+.3f}, "
+                    f"{before['high']:+.3f}] {before['outcome']}"
+                )
                 loses.append(before["outcome"] == DIFFERENT and before["difference"] > 0)
             healed = find_comparison(comparisons, task, point["fraction"], "last", "healed", "similarity")
             if healed is not None:
-                text += f"; healed {task}, last - similarity {healed['difference']:+.3f} [{healed['low']:+.3f}, " \
-                        f"{healed['high']:+.3f}] {healed['outcome']}"  # fmt: skip
+                text = (
+                    f"healed {task}, last - similarity {healed['difference']:+.3f} [{healed['low']:+.3f}, "
+                    f"{healed['high']:+.3f}] {healed['outcome']}"
+                )
                 pair = sweep_at[sweep_at["stage"] == "healed"]
                 if not pair.empty and all(is_at_chance(r, task) for _, r in pair.iterrows()):
                     text += " (both healed models at chance: meeting there says nothing)"
@@ -395,6 +402,10 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
                     meets.append(healed["outcome"])
                     ps.append(float(healed["p equivalence"]))
                     powers.append(float(healed["detectable"]))
+                pieces.append(text)
+        if not pieces:
+            continue
+        text = f"{fraction:.0%}: " + "; ".join(pieces)
         parts.append(text)
     evidence = "; ".join(parts)
     p, power = max(ps, default=None), max(powers, default=None)
