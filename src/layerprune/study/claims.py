@@ -391,22 +391,20 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
                 loses.append(before["outcome"] == DIFFERENT and before["difference"] > 0)
             healed = find_comparison(comparisons, task, point["fraction"], "last", "healed", "similarity")
             if healed is not None:
-                text = (
+                meeting = (
                     f"healed {task}, last - similarity {healed['difference']:+.3f} [{healed['low']:+.3f}, "
                     f"{healed['high']:+.3f}] {healed['outcome']}"
                 )
                 pair = sweep_at[sweep_at["stage"] == "healed"]
                 if not pair.empty and all(is_at_chance(r, task) for _, r in pair.iterrows()):
-                    text += " (both healed models at chance: meeting there says nothing)"
+                    meeting += " (both healed models at chance: meeting there says nothing)"
                 else:
                     meets.append(healed["outcome"])
                     ps.append(float(healed["p equivalence"]))
                     powers.append(float(healed["detectable"]))
-                pieces.append(text)
-        if not pieces:
-            continue
-        text = f"{fraction:.0%}: " + "; ".join(pieces)
-        parts.append(text)
+                pieces.append(meeting)
+        if pieces:
+            parts.append(f"{fraction:.0%}: " + "; ".join(pieces))
     evidence = "; ".join(parts)
     p, power = max(ps, default=None), max(powers, default=None)
     if any(loses) or DIFFERENT in meets:
@@ -454,14 +452,15 @@ def _size_ladder(tables: _Tables) -> _Judged:
     # A collapse the grid does not reach lies beyond the grid's last fraction: still later than any collapse at or
     # before that fraction, so a pair of models can be ordered when only the later one's collapse is out of reach.
     spans = [_collapse_span(r) for *_, r in points]
+    pairs = list(itertools.combinations(range(len(points)), 2))  # (smaller, larger) model
     earlier = [
         f"{points[j][1]} ({points[j][0] / 1e6:.0f}M) collapses before {points[i][1]} ({points[i][0] / 1e6:.0f}M)"
-        for i, j in itertools.combinations(range(len(points)), 2)
-        if spans[j][1] < spans[i][0] - 1e-9 or (spans[j][1] == spans[j][0] and spans[j][1] <= spans[i][0] < spans[i][1])
+        for i, j in pairs
+        if _surely_before(spans[j], spans[i])
     ]
     if earlier:
         return _Judged(NOT_HELD, evidence + "; a larger model collapses first: " + ", ".join(earlier), _figure(ladder))
-    ordered = all(spans[j][0] >= spans[i][1] - 1e-9 for i, j in itertools.combinations(range(len(points)), 2))
+    ordered = all(spans[j][0] >= spans[i][1] - 1e-9 for i, j in pairs)  # none can come before a smaller one's
     if ordered and spans[-1][0] > spans[0][1] + 1e-9:
         return _Judged(HELD, evidence, _figure(ladder))
     missing = [model for _, model, r in points if r.collapse is None]
@@ -478,6 +477,13 @@ def _collapse_span(reading: Reading) -> tuple[float, float]:
     if reading.collapse_at is not None:
         return reading.collapse_at, reading.collapse_at
     return (removed(reading.points[-1].row) if reading.points else 0.0), math.inf
+
+
+def _surely_before(first: tuple[float, float], second: tuple[float, float]) -> bool:
+    """Whether collapse span `first` (`_collapse_span`) lies before `second` whatever the unreached ones are: a
+    collapse the grid found, before one found later or at or before the last fraction of a grid that found none."""
+    found, beyond = first[0] == first[1], math.isinf(second[1])
+    return found and (first[1] < second[0] - 1e-9 or (beyond and first[1] <= second[0] + 1e-9))
 
 
 def _figure(rows: pd.DataFrame) -> str:

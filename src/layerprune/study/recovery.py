@@ -34,11 +34,11 @@ def recovery_verdict(
         return INCONCLUSIVE, f"the other domain's net recovery is not resolved beyond the +-{margin:.2f} nats margin"
     if np.isnan(accuracy_share):
         return INCONCLUSIVE, "pruning lost no accuracy to recover"
-    loss_low, loss_high = other["low"] / other["gap"], other["high"] / other["gap"]
     qa_low, qa_high = accuracy_interval
-    shares = f"loss {loss_low:.0%} to {loss_high:.0%} of its gap, accuracy {qa_low:.0%} to {qa_high:.0%}"
     if np.isnan(qa_low) or np.isnan(qa_high):
         return INCONCLUSIVE, "no paired comparison of the healed and pruned accuracy"
+    loss_low, loss_high = other["low"] / other["gap"], other["high"] / other["gap"]
+    shares = f"loss {loss_low:.0%} to {loss_high:.0%} of its gap, accuracy {qa_low:.0%} to {qa_high:.0%}"
     if qa_low >= loss_high:
         return NOT_HELD, f"the accuracy recovers as large a share: {shares} (95% intervals)"
     if loss_low > qa_high:
