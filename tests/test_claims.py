@@ -403,7 +403,7 @@ def test_prose_states_what_the_tables_hold():
     assert prose.healing(sweep[sweep["stage"] == "pruned"], comparisons, "mmlu") == ""
     gained = _comparisons(sweep, extra=[_paired(0.2, "similarity", "healed", "pruned", (2, 14))])
     text = prose.healing(sweep, gained, "mmlu")  # the outcome is decided on the Holm p, which the reader sees
-    assert "paired difference +0.030 [" in text and "different (Holm p " in text
+    assert "paired difference +0.030 [" in text and "different (p = " in text and ", Holm " in text
     losses = pd.DataFrame(
         {"fraction": [0.2] * 4, "n": [2] * 4, "fraction removed": [0.2] * 4,
          "strategy": ["similarity", "last", "random", "random"], "loss": [4, 6, 5, 7]}

@@ -193,7 +193,7 @@ def healing(table: pd.DataFrame, comparisons: pd.DataFrame, task: str | None) ->
             if gain is not None:
                 text += (
                     f", paired difference {gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}], "
-                    f"{gain['outcome']} (Holm p {gain['p holm']:.3f})"
+                    f"{gain['outcome']} (p = {gain['p']:.2g}, Holm {gain['p holm']:.2g})"
                 )
         parts.append(text)
     lead = "Each healed model against the same model pruned (held-out loss in nats; accuracy on the same questions):"
