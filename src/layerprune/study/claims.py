@@ -7,7 +7,6 @@ book renders it (`layerprune.book.ledger`)."""
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -23,14 +22,15 @@ from .criteria import VERDICTS as VERDICTS
 from .criteria import criteria_table as criteria_table
 from .curves import (
     Point,
-    Reading,
     _above_chance,
     _unpruned,
+    collapse_span,
     find_comparison,
     fraction_label,
     is_at_chance,
     read_curve,
     removed,
+    surely_before,
 )
 from .curves import above_chance_again as above_chance_again
 from .curves import accuracy_interval as accuracy_interval
@@ -451,12 +451,12 @@ def _size_ladder(tables: _Tables) -> _Judged:
     )
     # A collapse the grid does not reach lies beyond the grid's last fraction: still later than any collapse at or
     # before that fraction, so a pair of models can be ordered when only the later one's collapse is out of reach.
-    spans = [_collapse_span(r) for *_, r in points]
+    spans = [collapse_span(r) for *_, r in points]
     pairs = list(itertools.combinations(range(len(points)), 2))  # (smaller, larger) model
     earlier = [
         f"{points[j][1]} ({points[j][0] / 1e6:.0f}M) collapses before {points[i][1]} ({points[i][0] / 1e6:.0f}M)"
         for i, j in pairs
-        if _surely_before(spans[j], spans[i])
+        if surely_before(spans[j], spans[i])
     ]
     if earlier:
         return _Judged(NOT_HELD, evidence + "; a larger model collapses first: " + ", ".join(earlier), _figure(ladder))
@@ -469,21 +469,6 @@ def _size_ladder(tables: _Tables) -> _Judged:
             UNTESTABLE, evidence + f"; the grid does not reach the collapse of {', '.join(missing)}", _figure(ladder)
         )
     return _Judged(INCONCLUSIVE, evidence, _figure(ladder))  # every collapse found, at the same fraction
-
-
-def _collapse_span(reading: Reading) -> tuple[float, float]:
-    """Where a model's collapse lies, as (lowest, highest) fraction: the collapse fraction twice where the grid
-    reaches it, else (the last fraction of the grid, infinity): it comes later than every fraction tried."""
-    if reading.collapse_at is not None:
-        return reading.collapse_at, reading.collapse_at
-    return (removed(reading.points[-1].row) if reading.points else 0.0), math.inf
-
-
-def _surely_before(first: tuple[float, float], second: tuple[float, float]) -> bool:
-    """Whether collapse span `first` (`_collapse_span`) lies before `second` whatever the unreached ones are: a
-    collapse the grid found, before one found later or at or before the last fraction of a grid that found none."""
-    found, beyond = first[0] == first[1], math.isinf(second[1])
-    return found and (first[1] < second[0] - 1e-9 or (beyond and first[1] <= second[0] + 1e-9))
 
 
 def _figure(rows: pd.DataFrame) -> str:

@@ -5,6 +5,7 @@ chapters' sentences and claim (f) read curves only through it."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,3 +166,18 @@ def find_comparison(
         & np.isclose(comparisons["fraction"], fraction)
     ]
     return None if match.empty else match.iloc[0]
+
+
+def collapse_span(reading: Reading) -> tuple[float, float]:
+    """Where a model's collapse lies, as (lowest, highest) fraction: the collapse fraction twice where the grid
+    reaches it, else (the last fraction of the grid, infinity): it comes later than every fraction tried."""
+    if reading.collapse_at is not None:
+        return reading.collapse_at, reading.collapse_at
+    return (removed(reading.points[-1].row) if reading.points else 0.0), math.inf
+
+
+def surely_before(first: tuple[float, float], second: tuple[float, float]) -> bool:
+    """Whether collapse span `first` (`collapse_span`) lies before `second` whatever the unreached ones are: a
+    collapse the grid found, before one found later or at or before the last fraction of a grid that found none."""
+    found, beyond = first[0] == first[1], math.isinf(second[1])
+    return found and (first[1] < second[0] - 1e-9 or (beyond and first[1] <= second[0] + 1e-9))
