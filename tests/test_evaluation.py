@@ -18,6 +18,7 @@ from layerprune.evaluation.tasks import TASK_NAMES, sample_indices, subject_limi
 from layerprune.head import split_head
 from layerprune.tiny import TINY_FAMILIES, tiny_model
 
+MMLU_SUBJECTS = [f"s{i}" for i in range(57)]
 SMALL = {"mmlu": 10, "boolq": 4, "arc_easy": 4, "arc_challenge": 4, "piqa": 4, "hellaswag": 4, "winogrande": 4}
 CHANCE = {
     "mmlu": 0.25,
@@ -142,6 +143,36 @@ def test_subsampling_is_seeded_and_spreads_mmlu_over_subjects(eval_cache):
     assert len(subject_configs) == 57 and all(len(c["dataset_kwargs"]["indices"]) == 2 for c in subject_configs)
     assert configs == task_configs("mmlu", limit=114)
     assert task_configs("arc_easy", limit=5) != task_configs("arc_easy", limit=5, seed=1)
+
+
+def _subset(configs: dict) -> set[tuple[str, int]]:
+    """(subject task, row) of every question the configurations evaluate."""
+    subsets = [(c["task"], c["dataset_kwargs"]["indices"]) for c in configs.values() if "dataset_kwargs" in c]
+    return {(task, row) for task, rows in subsets for row in rows}
+
+
+@pytest.mark.parametrize("smaller, larger", [(3, 4), (5, 60), (30, 90), (300, 450), (57, 114)])
+def test_a_smaller_limit_asks_questions_a_larger_one_asks_too(eval_cache, smaller, larger):
+    for seed in (0, 1):
+        assert set(sample_indices(1000, smaller, "arc", seed)) < set(sample_indices(1000, larger, "arc", seed))
+        few, many = subject_limits(MMLU_SUBJECTS, smaller, seed), subject_limits(MMLU_SUBJECTS, larger, seed)
+        assert all(count <= many[subject] for subject, count in few.items())
+        mmlu = {limit: _subset(task_configs("mmlu", limit=limit, seed=seed)) for limit in (smaller, larger)}
+        assert mmlu[smaller] < mmlu[larger]
+
+
+def test_a_question_keeps_its_id_and_score_in_every_subset(eval_cache, tiny, tokenizer):
+    """Ids name a question by its row in the split, not by its position in the subset evaluated: a model scored
+    on a subset and on a larger one gives each shared question the same id and the same scores."""
+    few = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=4, progress=False)
+    many = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=60, progress=False)
+    rows = sample_indices(570, 4, "arc_easy", 0)
+    assert set(few.questions["arc_easy"]) == {f"lp_arc_easy:{row}" for row in rows}
+    for task in ("arc_easy", "mmlu"):
+        assert set(few.questions[task]) < set(many.questions[task])
+        for question, score in few.questions[task].items():
+            assert many.questions[task][question] == score
+            assert many.probabilities[task][question] == pytest.approx(few.probabilities[task][question], abs=1e-5)
 
 
 def test_prompts_are_those_of_lm_evals_standard_tasks(eval_cache, tmp_path):
@@ -307,13 +338,14 @@ def test_each_question_keeps_the_probability_of_its_right_answer(eval_cache, tin
     results, loaded = evaluation.lm_eval_results(tiny, tokenizer, configs, 0, 4, False)
     for name in configs:
         probabilities = evaluation._probabilities(name, results, loaded)
-        assert probabilities.keys() == evaluation._questions(name, results).keys()
+        assert probabilities.keys() == evaluation._questions(name, results, loaded).keys()
         for sample in results["samples"][f"lp_{name}"]:
             logliks = torch.tensor([response[0] for response in sample["filtered_resps"]], dtype=torch.float64)
             task = loaded[f"lp_{name}"]
             gold = task.doc_to_text(sample["doc"]) if name == "winogrande" else sample["target"]
             expected = torch.softmax(logliks, 0)[gold].item()
-            assert probabilities[f"lp_{name}:{sample['doc_id']}"] == pytest.approx(expected, abs=1e-12)
+            question = evaluation._question_id(f"lp_{name}", task, sample)
+            assert probabilities[question] == pytest.approx(expected, abs=1e-12)
             assert (expected == torch.softmax(logliks, 0).max().item()) == bool(sample["acc"])
     scored = evaluate(tiny, tokenizer, ["winogrande"], limit=5, progress=False)
     for key, probability in scored.probabilities["winogrande"].items():

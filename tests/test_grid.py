@@ -50,6 +50,29 @@ def test_shared_prefixes_change_nothing_but_the_work(swept, tmp_path, monkeypatc
     assert [shared.questions[i] for i in pruned] == alone.questions
 
 
+def test_first_points_ask_more_questions_and_comparisons_pair_the_shared_ones(swept, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path))
+    model, tokenizer = lp.load_model("tiny-llama")
+    ids = torch.randint(0, 256, (24, 16), generator=torch.Generator().manual_seed(0))
+    blocks = {"profile": ids[:8], "heal": ids[8:20], "heldout": ids[20:]}
+    result = grid.sweep(
+        model, tokenizer, cached_profile(model, blocks["profile"], progress=False), blocks, fractions=[0.0, 0.25, 0.5],
+        strategies=["similarity", "last"], tasks=["arc_easy"], limits={"arc_easy": 6}, first_limits={"arc_easy": 9},
+    )  # fmt: skip
+    asked = {(row["fraction"], row["strategy"]): row["arc_easy n"] for row in result.rows}
+    first = {(0.0, "none"): 9, (0.25, "similarity"): 9, (0.25, "last"): 9}
+    assert asked == {**first, (0.5, "similarity"): 6, (0.5, "last"): 6}
+    evenly, _ = swept  # the same sweep with six questions everywhere: the same scores on the six
+    for row, questions in zip(result.rows, result.questions, strict=True):
+        six = evenly.questions[evenly.find(fraction=row["fraction"], strategy=row["strategy"], stage="pruned")]
+        assert set(six["arc_easy"]) <= set(questions["arc_easy"])
+        assert all(questions["arc_easy"][q] == score for q, score in six["arc_easy"].items())
+    rows = grid.comparisons(result, ["arc_easy"])
+    paired = {(r["fraction"], r["strategy"], r["versus"]): r["questions"] for r in rows}
+    assert paired[(0.25, "similarity", "unpruned")] == 9 and paired[(0.5, "similarity", "unpruned")] == 6
+    assert paired[(0.5, "last", "similarity")] == 6
+
+
 def test_comparisons_pair_each_row_with_its_references(swept):
     result, rows = swept
     versus = {(r["fraction"], r["strategy"], r["stage"], r["versus"]) for r in rows}

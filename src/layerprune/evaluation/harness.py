@@ -43,8 +43,8 @@ from .scoring import ContinuationHFLM
 from .tasks import TASKS, Limit, config_key, resolve_limits, resolve_tasks, task_configs, write_configs
 
 # 2: per-question scores stored beside the rows; 3: keyed by the data's content instead of its absolute folder,
-# with each question's probability of the right answer stored too
-FORMAT_VERSION = 3
+# with each question's probability of the right answer stored too; 4: questions named by their row in the split
+FORMAT_VERSION = 4
 COLUMNS = ("task", "metric", "value", "stderr", "n", "shots", "chance", "headline")
 
 
@@ -217,7 +217,7 @@ def _run(
         name: {
             "task": name,
             "rows": _rows(name, results),
-            "questions": _questions(name, results),
+            "questions": _questions(name, results, tasks),
             "probabilities": _probabilities(name, results, tasks),
         }
         for name in configs
@@ -310,30 +310,39 @@ def _rows(name: str, results: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _questions(name: str, results: dict[str, Any]) -> dict[str, float]:
-    """Each question's headline score, by "<lm-eval task>:<doc id>" (MMLU: one lm-eval task per subject)."""
+def _questions(name: str, results: dict[str, Any], tasks: Mapping[str, Any]) -> dict[str, float]:
+    """Each question's headline score, by `_question_id`."""
     spec = TASKS[name]
-    return {
-        f"{task}:{sample['doc_id']}": float(sample[spec.headline])
-        for task, samples in sorted(results.get("samples", {}).items())
-        if task == spec.lm_eval_name or task.startswith(f"{spec.lm_eval_name}_")
-        for sample in samples
-    }
+    samples = _samples(name, results)
+    return {_question_id(task, tasks[task], sample): float(sample[spec.headline]) for task, sample in samples}
 
 
 def _probabilities(name: str, results: dict[str, Any], tasks: Mapping[str, Any]) -> dict[str, float]:
-    """Each question's probability of the right answer, by the ids of `_questions`: the softmax over the choices
-    of the log-likelihoods that lm-eval's ``acc`` takes the largest of (its "filtered" responses), at the right
-    choice (several right choices: their sum)."""
-    spec = TASKS[name]
+    """Each question's probability of the right answer, by `_question_id`: the softmax over the choices of the
+    log-likelihoods that lm-eval's ``acc`` takes the largest of (its "filtered" responses), at the right choice
+    (several right choices: their sum)."""
     scores = {}
-    for task, samples in sorted(results.get("samples", {}).items()):
-        if not (task == spec.lm_eval_name or task.startswith(f"{spec.lm_eval_name}_")):
-            continue
-        for sample in samples:
-            logliks = [float(response[0]) for response in sample["filtered_resps"]]
-            scores[f"{task}:{sample['doc_id']}"] = _right_answer_probability(logliks, _gold(tasks[task], sample["doc"]))
+    for task, sample in _samples(name, results):
+        logliks = [float(response[0]) for response in sample["filtered_resps"]]
+        gold = _gold(tasks[task], sample["doc"])
+        scores[_question_id(task, tasks[task], sample)] = _right_answer_probability(logliks, gold)
     return scores
+
+
+def _samples(name: str, results: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(lm-eval task, logged sample) of every question of the task `name` (MMLU: one lm-eval task per subject)."""
+    lm_eval_name = TASKS[name].lm_eval_name
+    for task, samples in sorted(results.get("samples", {}).items()):
+        if task == lm_eval_name or task.startswith(f"{lm_eval_name}_"):
+            yield from ((task, sample) for sample in samples)
+
+
+def _question_id(task: str, loaded: Any, sample: Mapping[str, Any]) -> str:
+    """ "<lm-eval task>:<row of the split>": the same question has the same id in every subset that holds it
+    (lm-eval's doc_id is its position in the subset evaluated)."""
+    rows = (loaded.config.dataset_kwargs or {}).get("indices")
+    doc = int(sample["doc_id"])
+    return f"{task}:{doc if rows is None else rows[doc]}"
 
 
 def _gold(task: Any, doc: Mapping[str, Any]) -> list[int]:

@@ -14,7 +14,9 @@ validation there too). Few-shot examples for them, when asked for, are drawn (se
 questions themselves, never the question being asked.
 
 Subsampling (`limit`): the questions are a seeded random subset, listed explicitly (``indices``) in the
-configuration, so the same limit and seed always give the same questions. For MMLU the limit is spread evenly
+configuration, so the same limit and seed always give the same questions, and a smaller limit's questions are
+among a larger one's (a model scored on more questions can be compared with one scored on fewer, on the questions
+both answered; a question's id is its row in the split, the same in every subset). For MMLU the limit is spread evenly
 over the 57 subjects (114 -> 2 per subject); the remainder goes to seeded randomly chosen subjects, and a limit
 below 57 evaluates that many randomly chosen subjects with one question each. The MMLU score is the unweighted
 average over the evaluated subjects, as in the paper.
@@ -246,18 +248,34 @@ def resolve_limits(limit: Limit, tasks: Sequence[str]) -> dict[str, int | None]:
 
 
 def sample_indices(size: int, limit: int | None, key: str, seed: int) -> list[int] | None:
-    """A seeded, sorted random subset of range(size) of `limit` items; None means all of them."""
+    """A seeded, sorted random subset of range(size) of `limit` items; None means all of them. Subsets are
+    nested: a smaller limit's items are among a larger one's (both are the start of one seeded order)."""
     if limit is None or limit >= size:
         return None
-    return sorted(random.Random(f"{seed}/{key}").sample(range(size), limit))
+    return sorted(seeded_order(size, limit, f"{seed}/{key}"))
+
+
+def seeded_order(size: int, count: int, key: str) -> list[int]:
+    """The first `count` items of a random order of range(size) seeded by `key` (Fisher-Yates, drawn one at a
+    time, so the first `count` do not depend on how many are drawn)."""
+    rng = random.Random(key)
+    pool = list(range(size))
+    order = []
+    for drawn in range(count):
+        pick = rng.randrange(size - drawn)
+        order.append(pool[pick])
+        pool[pick] = pool[size - drawn - 1]
+    return order
 
 
 def subject_limits(subjects: Sequence[str], limit: int | None, seed: int) -> dict[str, int | None]:
-    """MMLU questions per subject: `limit` spread evenly, the remainder to seeded random subjects (0 dropped)."""
+    """MMLU questions per subject: `limit` spread evenly, the remainder to seeded random subjects (0 dropped).
+    A larger limit gives every subject at least as many questions (the remainder goes to subjects in one seeded
+    order), so that with `sample_indices` the questions of a smaller limit are among a larger one's."""
     if limit is None:
         return dict.fromkeys(subjects)
     base, extra = divmod(limit, len(subjects))
-    lucky = set(random.Random(f"{seed}/mmlu").sample(list(subjects), extra))
+    lucky = {subjects[index] for index in seeded_order(len(subjects), extra, f"{seed}/mmlu")}
     counts = {subject: base + (subject in lucky) for subject in subjects}
     return {subject: count for subject, count in counts.items() if count > 0}
 

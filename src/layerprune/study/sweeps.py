@@ -74,6 +74,7 @@ def sweep(
     heal_fractions: Sequence[float] = (),
     tasks: Sequence[str] = (),
     limits: Mapping[str, int] | None = None,
+    first_limits: Mapping[str, int] | None = None,
     heal_settings: Mapping[str, Any] | None = None,
     num_fewshot: int | None = None,
     strategy_fractions: Mapping[str, Sequence[float]] | None = None,
@@ -87,8 +88,11 @@ def sweep(
     task's default). `strategy_fractions` runs a strategy at its own fractions instead of `fractions` (a cheaper
     grid for a baseline). With `share_prefixes`, each pruned model starts its scoring passes from the unpruned
     model's states where its removed block starts (`PrefixStates`: the same numbers, the layers before the block
-    computed once in all); without, every model runs every layer."""
-    evaluation = {"limit": dict(limits or {}), "num_fewshot": num_fewshot, "seed": seed, "batch_size": batch_size}
+    computed once in all); without, every model runs every layer. `first_limits` (per task, over `limits`) scores
+    the unpruned model and each strategy's smallest fraction on more questions: the first comparison, on which
+    whether the accuracy holds at all hinges. Subsets are nested, so every comparison pairs the questions both
+    rows answered."""
+    evaluation = {"num_fewshot": num_fewshot, "seed": seed, "batch_size": batch_size}
     settings = dict(heal_settings or {})
     base_identity = model_identity(model)
     name = model_name(model)
@@ -97,6 +101,7 @@ def sweep(
     grid = sorted([(f, s) for s in strategies for f in at[s] if f > 0] + [(0.0, "none")] * (0 in fractions))
     prefixes = PrefixStates(max_bytes=DEFAULT_MAX_BYTES if share_prefixes else 0)
     starts = [_block_start(profile, f, s, seed) if s != "none" else profile.num_layers for f, s in grid]
+    first = {(min((f for f in at[s] if f > 0), default=0.0), s) for s in strategies} | {(0.0, "none")}
     for index, (fraction, strategy) in enumerate(tqdm(grid, desc="sweep")):
         later = set(starts[index + 1 :]) - {0, profile.num_layers}  # where the models still to come start
         pruned = prune_fraction(model, profile, fraction, "last" if strategy == "none" else strategy, seed=seed)
@@ -112,7 +117,9 @@ def sweep(
                 loss = cached_heldout_loss(
                     candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
                 )
-                scores, questions, graded = _scores(candidate, tokenizer, tasks, evaluation, identity)
+                limit = {**(limits or {}), **((first_limits or {}) if (fraction, strategy) in first else {})}
+                scoring = {**evaluation, "limit": limit}
+                scores, questions, graded = _scores(candidate, tokenizer, tasks, scoring, identity)
             result.rows.append(
                 {
                     "model": name,
