@@ -291,10 +291,13 @@ def test_healing_gain_is_judged_against_its_controls(tmp_path):
     another domain, net of what the unpruned model healed alike gains, against the share of MMLU recovered."""
     sweep = _sweep({0.0: 0.55, 0.2: 0.30, 0.4: 0.25}, healed={0.2: 0.33, 0.4: 0.26})
     gains = [_paired(0.2, "similarity", "healed", "pruned", (2, 14))]  # +3 points [+1, +5]: 4-20% of the 25 lost
+    gains.append(_paired(0.4, "similarity", "healed", "pruned", (0, 40)))  # no controls: the verdict does not read it
     comparisons = _comparisons(sweep, {0.2: (100, 0), 0.4: (120, 0)}, gains)
     tables = {"04_results": sweep, "04_comparisons": comparisons}
     held = _write(tmp_path, **tables, **{"03_controls": _controls((4.0, 4.6, 4.3, 4.0))})[("d", MODEL)]
     assert held.verdict == claims.HELD, held.evidence  # 50% of the other domain's gap back, MMLU 12%
+    controlled = comparisons[(comparisons["versus"] == "pruned") & (comparisons["fraction"] == 0.2)].iloc[0]
+    assert held.p == f"{controlled['p holm']:.3f}" and held.power == f"{controlled['detectable']:.3f}"
     assert (
         "sciq (other domain) loss 50% recovered net of the control (+0.30 [+0.28, +0.32] nats of 0.60" in held.evidence
     )
@@ -338,6 +341,7 @@ def test_healing_gain_is_judged_against_its_controls(tmp_path):
     (tmp_path / "03_controls.csv").unlink()
     uncontrolled = _write(tmp_path)[("d", MODEL)]
     assert uncontrolled.verdict == claims.UNTESTABLE and "no healed point has controls" in uncontrolled.evidence
+    assert uncontrolled.p == "" and uncontrolled.power == ""  # nothing was tested
     assert "no control on other text" not in claims.CRITERIA["d"].reason and "0.05" in claims.CRITERIA["d"].margin
 
 

@@ -302,8 +302,9 @@ def _healing_gain(tables: _Tables, model: str) -> _Judged:
             qa_share = (float("nan"), float("nan"))
             if gain is not None:
                 text += f" ({gain['difference']:+.3f} [{gain['low']:+.3f}, {gain['high']:+.3f}], {gain['outcome']})"
-                ps.append(float(gain["p holm"]))
-                powers.append(float(gain["detectable"]))
+                if domains is not None:  # the test and power of the points the verdict reads
+                    ps.append(float(gain["p holm"]))
+                    powers.append(float(gain["detectable"]))
                 if lost:
                     qa_share = (gain["low"] / (base[task] - pruned[task]), gain["high"] / (base[task] - pruned[task]))
             if domains is not None:
@@ -318,7 +319,7 @@ def _healing_gain(tables: _Tables, model: str) -> _Judged:
     if not judged:
         return _Judged(
             UNTESTABLE, evidence + "; no healed point has controls (the unpruned model healed alike and held-out text "
-            "of another domain, chapter 3)", _figure(rows), p=p, power=power,
+            "of another domain, chapter 3)", _figure(rows),
         )  # fmt: skip
     verdict = judged[0] if len(set(judged)) == 1 else INCONCLUSIVE
     return _Judged(verdict, evidence, _figure(rows), p=p, power=power)
