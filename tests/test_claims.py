@@ -1,6 +1,8 @@
 """The claims ledger, judged on small result files written here: each criterion can come out held, did not hold
 and inconclusive."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -140,6 +142,20 @@ def test_plateau_then_collapse_held_did_not_hold_and_inconclusive(tmp_path):
     found = _write(tmp_path, **{"04_results": near, "04_comparisons": _comparisons(near, falls)})
     assert found[("c", MODEL)].verdict == claims.INCONCLUSIVE
     assert "no fraction of the grid is at chance" in found[("c", MODEL)].evidence
+
+
+def test_points_compared_on_fewer_questions_than_the_unpruned_model_say_on_how_many(tmp_path):
+    """The unpruned model and the first point answer 600 questions, the others 400 of them: each difference is
+    on the questions both answered, and the evidence says so where that is not the unpruned model's count."""
+    sweep = _sweep({0.0: 0.55, 0.1: 0.54, 0.2: 0.53, 0.3: 0.26, 0.4: 0.25})
+    sweep.loc[sweep["fraction"].isin([0.0, 0.1]), "mmlu n"] = 600
+    comparisons = _comparisons(sweep, {0.3: (120, 4), 0.4: (124, 4)})
+    comparisons.loc[comparisons["fraction"] == 0.1, "questions"] = 600
+    found = _write(tmp_path, **{"04_results": sweep, "04_comparisons": comparisons})[("c", MODEL)]
+    assert "0.550 unpruned (600 questions, chance 0.25)" in found.evidence
+    points = dict(re.findall(r"(\d+/10) \(\d+%\) ([^;]*)", found.evidence.split("; holds")[0]))
+    assert "questions" not in points["1/10"] and points["2/10"].endswith("equivalent on 400 questions")
+    assert points["3/10"].endswith("different on 400 questions, at chance")
 
 
 def test_a_curve_that_rises_above_chance_after_reaching_it_is_non_monotone(tmp_path):

@@ -206,12 +206,15 @@ def _qa_task(rows: pd.DataFrame) -> str | None:
     return None
 
 
-def _describe(point: Point, task: str) -> str:
-    """'4/30 (13%) 0.540, -0.010 [-0.040, +0.020] vs unpruned, equivalent' for one point of a curve."""
+def _describe(point: Point, task: str, asked: int) -> str:
+    """'4/30 (13%) 0.540, -0.010 [-0.040, +0.020] equivalent' for one point of a curve (with the number of
+    questions compared where it is not `asked`, the unpruned model's)."""
     text = f"{fraction_label(point.row)} {point.row[task]:.3f}"
     paired = point.comparison
     if paired is not None:
         text += f", {paired['difference']:+.3f} [{paired['low']:+.3f}, {paired['high']:+.3f}] {paired['outcome']}"
+        if int(paired["questions"]) != asked:
+            text += f" on {int(paired['questions'])} questions"
         if "graded outcome" in paired and not pd.isna(paired.get("graded outcome")):
             text += f" (graded {paired['graded difference']:+.3f}, {paired['graded outcome']})"
     if point.at_chance:
@@ -228,9 +231,10 @@ def _collapse(tables: _Tables, model: str) -> _Judged:
     base = _unpruned(rows)
     if not reading.points:
         return _Judged(UNTESTABLE, "no fraction of layers was removed", _figure(rows))
+    asked = int(base[f"{task} n"])
     evidence = (
-        f"{task}: {base[task]:.3f} unpruned ({int(base[f'{task} n'])} questions, chance {base[f'{task} chance']:.2f}); "
-        "removed, against the unpruned model: " + "; ".join(_describe(point, task) for point in reading.points)
+        f"{task}: {base[task]:.3f} unpruned ({asked} questions, chance {base[f'{task} chance']:.2f}); removed, "
+        "against the unpruned model: " + "; ".join(_describe(point, task, asked) for point in reading.points)
     )
     first = reading.points[0]
     tested = [p.comparison for p in (reading.plateau or [first]) if p.comparison is not None]
