@@ -338,7 +338,7 @@ def _samples(name: str, results: dict[str, Any]) -> Iterator[tuple[str, dict[str
 
 
 def _question_id(task: str, loaded: Any, sample: Mapping[str, Any]) -> str:
-    """ "<lm-eval task>:<row of the split>": the same question has the same id in every subset that holds it
+    """A question's id, "<lm-eval task>:<row of the split>": the same in every subset that holds the question
     (lm-eval's doc_id is its position in the subset evaluated)."""
     rows = (loaded.config.dataset_kwargs or {}).get("indices")
     doc = int(sample["doc_id"])

@@ -16,9 +16,9 @@ questions themselves, never the question being asked.
 Subsampling (`limit`): the questions are a seeded random subset, listed explicitly (``indices``) in the
 configuration, so the same limit and seed always give the same questions, and a smaller limit's questions are
 among a larger one's (a model scored on more questions can be compared with one scored on fewer, on the questions
-both answered; a question's id is its row in the split, the same in every subset). For MMLU the limit is spread evenly
-over the 57 subjects (114 -> 2 per subject); the remainder goes to seeded randomly chosen subjects, and a limit
-below 57 evaluates that many randomly chosen subjects with one question each. The MMLU score is the unweighted
+both answered; a question's id is its row in the split, the same in every subset). For MMLU the limit is spread
+evenly over the 57 subjects (114 -> 2 per subject); the remainder goes to seeded randomly chosen subjects, and a
+limit below 57 evaluates that many randomly chosen subjects with one question each. The MMLU score is the unweighted
 average over the evaluated subjects, as in the paper.
 """
 
