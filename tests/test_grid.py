@@ -8,19 +8,24 @@ from layerprune.study import sweeps as grid
 from layerprune.study.steps import cached_profile
 
 
+def _tiny_sweep(**options) -> grid.SweepResult:
+    """tiny-llama swept at 0, 1/4 and 1/2 of its layers with both strategies, six ARC-Easy questions a point
+    (`options`: further arguments of `sweep`), in the cache LAYERPRUNE_CACHE names."""
+    model, tokenizer = lp.load_model("tiny-llama")
+    ids = torch.randint(0, 256, (24, 16), generator=torch.Generator().manual_seed(0))
+    blocks = {"profile": ids[:8], "heal": ids[8:20], "heldout": ids[20:]}
+    profile = cached_profile(model, blocks["profile"], progress=False)
+    return grid.sweep(
+        model, tokenizer, profile, blocks, fractions=[0.0, 0.25, 0.5], strategies=["similarity", "last"],
+        tasks=["arc_easy"], limits={"arc_easy": 6}, **options,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LAYERPRUNE_CACHE", str(tmp_path_factory.mktemp("cache")))
-        model, tokenizer = lp.load_model("tiny-llama")
-        ids = torch.randint(0, 256, (24, 16), generator=torch.Generator().manual_seed(0))
-        blocks = {"profile": ids[:8], "heal": ids[8:20], "heldout": ids[20:]}
-        profile = cached_profile(model, blocks["profile"], progress=False)
-        result = grid.sweep(
-            model, tokenizer, profile, blocks, fractions=[0.0, 0.25, 0.5], strategies=["similarity", "last"],
-            heal_fractions=[0.25], tasks=["arc_easy"], limits={"arc_easy": 6},
-            heal_settings={"steps": 2, "batch_size": 2, "warmup": 0, "rank": 2},
-        )  # fmt: skip
+        result = _tiny_sweep(heal_fractions=[0.25], heal_settings={"steps": 2, "batch_size": 2, "warmup": 0, "rank": 2})
         yield result, grid.comparisons(result, ["arc_easy"])
 
 
@@ -37,13 +42,7 @@ def test_every_stage_is_a_row_with_its_questions(swept):
 
 def test_shared_prefixes_change_nothing_but_the_work(swept, tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path))  # nothing cached: every layer of every model runs
-    model, tokenizer = lp.load_model("tiny-llama")
-    ids = torch.randint(0, 256, (24, 16), generator=torch.Generator().manual_seed(0))
-    blocks = {"profile": ids[:8], "heal": ids[8:20], "heldout": ids[20:]}
-    alone = grid.sweep(
-        model, tokenizer, cached_profile(model, blocks["profile"], progress=False), blocks, fractions=[0.0, 0.25, 0.5],
-        strategies=["similarity", "last"], tasks=["arc_easy"], limits={"arc_easy": 6}, share_prefixes=False,
-    )  # fmt: skip
+    alone = _tiny_sweep(share_prefixes=False)
     shared, _ = swept
     pruned = [i for i, row in enumerate(shared.rows) if row["stage"] == "pruned"]
     assert [shared.rows[i] for i in pruned] == alone.rows
@@ -52,13 +51,7 @@ def test_shared_prefixes_change_nothing_but_the_work(swept, tmp_path, monkeypatc
 
 def test_first_points_ask_more_questions_and_comparisons_pair_the_shared_ones(swept, tmp_path, monkeypatch):
     monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path))
-    model, tokenizer = lp.load_model("tiny-llama")
-    ids = torch.randint(0, 256, (24, 16), generator=torch.Generator().manual_seed(0))
-    blocks = {"profile": ids[:8], "heal": ids[8:20], "heldout": ids[20:]}
-    result = grid.sweep(
-        model, tokenizer, cached_profile(model, blocks["profile"], progress=False), blocks, fractions=[0.0, 0.25, 0.5],
-        strategies=["similarity", "last"], tasks=["arc_easy"], limits={"arc_easy": 6}, first_limits={"arc_easy": 9},
-    )  # fmt: skip
+    result = _tiny_sweep(first_limits={"arc_easy": 9})
     asked = {(row["fraction"], row["strategy"]): row["arc_easy n"] for row in result.rows}
     first = {(0.0, "none"): 9, (0.25, "similarity"): 9, (0.25, "last"): 9}
     assert asked == {**first, (0.5, "similarity"): 6, (0.5, "last"): 6}

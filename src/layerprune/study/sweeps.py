@@ -106,6 +106,8 @@ def sweep(
         later = set(starts[index + 1 :]) - {0, profile.num_layers}  # where the models still to come start
         pruned = prune_fraction(model, profile, fraction, "last" if strategy == "none" else strategy, seed=seed)
         shared = min(pruned.layers, default=profile.num_layers)
+        asked = {**(limits or {}), **((first_limits or {}) if (fraction, strategy) in first else {})}
+        scoring = {**evaluation, "limit": asked}  # every stage of a point answers the same questions
         prefixes.retain(later | {shared})
         variants = [("pruned", pruned.model, pruned_identity(base_identity, pruned.layers))]
         if pruned.n and fraction in heal_fractions:
@@ -117,8 +119,6 @@ def sweep(
                 loss = cached_heldout_loss(
                     candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
                 )
-                limit = {**(limits or {}), **((first_limits or {}) if (fraction, strategy) in first else {})}
-                scoring = {**evaluation, "limit": limit}
                 scores, questions, graded = _scores(candidate, tokenizer, tasks, scoring, identity)
             result.rows.append(
                 {
