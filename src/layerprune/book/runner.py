@@ -336,6 +336,7 @@ def execute_chapter(
         ChildPeak() as memory,
         tempfile.TemporaryDirectory(prefix="layerprune-flops-") as counted,
         _environment({FLOP_LOG: counted, **KERNEL_ALLOCATOR}),
+        _private_kernel_sockets() as connection,
     ):
         try:
             papermill.execute_notebook(
@@ -346,6 +347,7 @@ def execute_chapter(
                 cwd=str(root),
                 progress_bar=True,
                 language="python",
+                **connection,
             )
         except PapermillExecutionError as error:
             if error.ename not in _error_names(LayerpruneError):
@@ -361,6 +363,23 @@ def execute_chapter(
         flush=True,
     )
     return seconds, memory.peak, gflop
+
+
+@contextlib.contextmanager
+def _private_kernel_sockets() -> Iterator[dict[str, Any]]:
+    """papermill options that have the kernel talk over Unix sockets in a fresh private directory, not TCP ports.
+
+    A kernel's TCP ports are found free, released, and bound by the kernel only once it has started, so kernels
+    started at once (two books on one machine) can take each other's ports and die before their first cell: 3 of
+    400 kernels started eight at a time failed so here, none of 400 on sockets. (Windows has no Unix sockets: TCP.)
+    """
+    if os.name == "nt":
+        yield {}
+        return
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="layerprune-kernel-") as sockets:
+        yield {"config": Config({"KernelManager": {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}})}
 
 
 KERNEL_ALLOCATOR = {"MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "1")}
