@@ -285,6 +285,13 @@ def test_strategies_held_did_not_hold_and_inconclusive(tmp_path):
         found.evidence
     )
 
+    unhealed = _sweep({0.0: 0.55, 0.2: 0.50, 0.4: 0.45})  # the loss half can hold; "they meet" was never tested
+    comparisons = _comparisons(unhealed, {0.2: (30, 8), 0.4: (50, 10)}, before)
+    unhealed_files = {"02_pruned_losses": _losses(every), "04_results": unhealed, "04_comparisons": comparisons}
+    found = _write(tmp_path, **unhealed_files)[("e", MODEL)]
+    assert found.verdict == claims.INCONCLUSIVE
+    assert found.evidence.endswith("; 'they meet' is untested (not healed here)")
+
 
 def _controls(
     other: tuple[float, float, float, float], healing=(3.0, 3.8, 3.3, 2.95), n: int = 2, spread: float = 0.02
@@ -374,6 +381,9 @@ def test_prose_of_the_controls_and_of_the_headline_healing():
     assert "The paper profile heals it at n = 4, 8, 12; this build leaves those healings out" in late
     early = prose.headline_healing(sweep, falls, "mmlu", [1, 3])
     assert "n = 1 lies before the collapse" in early and "leaves those healings out" not in early
+    none = prose.headline_healing(sweep, falls, "mmlu", [])
+    assert none.startswith(f"{MODEL} is not healed in this build; with the similarity block its mmlu accuracy is at")
+    assert "on. The paper profile heals it at n = 4, 8, 12; this build leaves those healings out" in none
 
 
 @pytest.mark.parametrize("flip", [False, True])

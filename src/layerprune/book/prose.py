@@ -246,7 +246,7 @@ def headline_healing(
     table: pd.DataFrame, comparisons: pd.DataFrame, task: str, heal_layers: Sequence[int], profile: str = "paper"
 ) -> str:
     """Where the headline model's healed points lie against its collapse (claim (d) needs accuracy left to
-    recover), and where the named book profile heals it instead when its points differ."""
+    recover), or that it is not healed, and where the named book profile heals it instead when its points differ."""
     from .runner import load_profile
 
     reading = read_curve(table, comparisons, task, "similarity")
@@ -258,18 +258,23 @@ def headline_healing(
         if reading.collapse is None
         else f"at chance from {fraction_label(reading.collapse.row)} on"
     )
-    text = (
-        f"{table['model'].iloc[0]} is healed at n = {_numbers(heal_layers)} of its {layers} layers; with the "
-        f"similarity block its {task} accuracy is {where}, so "
-    )
-    if collapse is None:
-        text += "no healed point lies past a collapse"
-    elif before:
-        text += f"n = {_numbers(before)} {'lies' if len(before) == 1 else 'lie'} before the collapse"
+    model = table["model"].iloc[0]
+    if not heal_layers:
+        text = f"{model} is not healed in this build; with the similarity block its {task} accuracy is {where}"
     else:
-        text += (
-            "every healed point lies at or past the collapse, where healing cannot show how much accuracy it restores"
+        text = (
+            f"{model} is healed at n = {_numbers(heal_layers)} of its {layers} layers; with the similarity block its "
+            f"{task} accuracy is {where}, so "
         )
+        if collapse is None:
+            text += "no healed point lies past a collapse"
+        elif before:
+            text += f"n = {_numbers(before)} {'lies' if len(before) == 1 else 'lie'} before the collapse"
+        else:
+            text += (
+                "every healed point lies at or past the collapse, where healing cannot show how much accuracy it "
+                "restores"
+            )
     other = list(load_profile(profile)["chapters"].get("04_results", {}).get("headline_heal_layers", []))
     if sorted(other) != sorted(heal_layers):
         early = [n for n in other if collapse is not None and n < collapse]

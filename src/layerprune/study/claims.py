@@ -418,7 +418,10 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
     if not all(beats):
         reasons.append(f"some loss gaps are not resolved beyond the +-{margin:.2f} nats margin")
     if not meets:
-        reasons.append("'they meet' is untested (no healed pair above chance on QA)")
+        healed = not rows.empty and (rows["stage"] == "healed").any()
+        reasons.append(
+            f"'they meet' is untested ({'no healed pair above chance on QA' if healed else 'not healed here'})"
+        )
     elif not all(m == EQUIVALENT for m in meets):
         reasons.append("a healed pair is neither shown equivalent nor different")
     if reasons:
