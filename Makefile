@@ -62,4 +62,5 @@ bench: setup
 	$(BIN)/python bench/precision.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/utilization.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/memory.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/kernel_starts.py
 	$(BIN)/python bench/book.py --profile $(BENCH_PROFILE)

@@ -336,7 +336,7 @@ def execute_chapter(
         ChildPeak() as memory,
         tempfile.TemporaryDirectory(prefix="layerprune-flops-") as counted,
         _environment({FLOP_LOG: counted, **KERNEL_ALLOCATOR}),
-        _private_kernel_sockets() as connection,
+        kernel_sockets() as connection,
     ):
         try:
             papermill.execute_notebook(
@@ -366,12 +366,13 @@ def execute_chapter(
 
 
 @contextlib.contextmanager
-def _private_kernel_sockets() -> Iterator[dict[str, Any]]:
+def kernel_sockets() -> Iterator[dict[str, Any]]:
     """papermill options that have the kernel talk over Unix sockets in a fresh private directory, not TCP ports.
 
     A kernel's TCP ports are found free, released, and bound by the kernel only once it has started, so kernels
-    started at once (two books on one machine) can take each other's ports and die before their first cell: 3 of
-    400 kernels started eight at a time failed so here, none of 400 on sockets. (Windows has no Unix sockets: TCP.)
+    started at once (two books on one machine) can take each other's ports and die before their first cell: of 400
+    kernels started eight at a time, 3 failed so in one run here and none in another; none of 800 on sockets
+    (`bench/kernel_starts.py`). Windows has no Unix sockets: TCP there.
     """
     if os.name == "nt":
         yield {}
