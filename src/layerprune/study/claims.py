@@ -155,6 +155,11 @@ def _of(frame: pd.DataFrame, model: str) -> pd.DataFrame:
     return frame[frame["model"] == model] if "model" in frame else frame.iloc[0:0]
 
 
+def _healed(rows: pd.DataFrame) -> pd.DataFrame:
+    """The healed models' rows of a sweep's `rows` (none where nothing was healed)."""
+    return rows[rows["stage"] == "healed"] if "stage" in rows else rows.iloc[0:0]
+
+
 def _deep_blocks(tables: _Tables, model: str) -> _Judged:
     rows = _of(tables.blocks(), model)
     rows = rows[(rows["fraction"] >= 0.1) & (rows["fraction"] <= 0.5)] if not rows.empty else rows
@@ -276,7 +281,7 @@ def _collapse(tables: _Tables, model: str) -> _Judged:
 
 def _healing_gain(tables: _Tables, model: str) -> _Judged:
     rows = _of(tables.sweeps(), model)
-    healed = rows[rows["stage"] == "healed"] if "stage" in rows else rows.iloc[0:0]
+    healed = _healed(rows)
     if healed.empty:
         return _Judged(UNTESTABLE, "this model was not healed", _figure(rows))
     base = _unpruned(rows)
@@ -400,7 +405,7 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
                     f"healed {task}, last - similarity {healed['difference']:+.3f} [{healed['low']:+.3f}, "
                     f"{healed['high']:+.3f}] {healed['outcome']}"
                 )
-                pair = sweep_at[sweep_at["stage"] == "healed"]
+                pair = _healed(sweep_at)
                 if not pair.empty and all(is_at_chance(r, task) for _, r in pair.iterrows()):
                     meeting += " (both healed models at chance: meeting there says nothing)"
                 else:
@@ -418,10 +423,8 @@ def _strategies(tables: _Tables, model: str) -> _Judged:
     if not all(beats):
         reasons.append(f"some loss gaps are not resolved beyond the +-{margin:.2f} nats margin")
     if not meets:
-        healed = not rows.empty and (rows["stage"] == "healed").any()
-        reasons.append(
-            f"'they meet' is untested ({'no healed pair above chance on QA' if healed else 'not healed here'})"
-        )
+        why = "not healed here" if _healed(rows).empty else "no healed pair above chance on QA"
+        reasons.append(f"'they meet' is untested ({why})")
     elif not all(m == EQUIVALENT for m in meets):
         reasons.append("a healed pair is neither shown equivalent nor different")
     if reasons:
