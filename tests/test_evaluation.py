@@ -13,7 +13,7 @@ from layerprune.errors import InvalidInputError
 from layerprune.evaluation import harness as evaluation
 from layerprune.evaluation import tasks
 from layerprune.evaluation.harness import COLUMNS, evaluate
-from layerprune.evaluation.scoring import stock_scoring
+from layerprune.evaluation.scoring import ContinuationHFLM, _branch_mask, stock_scoring
 from layerprune.evaluation.tasks import TASK_NAMES, sample_indices, subject_limits, task_configs, write_task_configs
 from layerprune.head import split_head
 from layerprune.tiny import TINY_FAMILIES, tiny_model
@@ -380,12 +380,16 @@ def _both_scorings(model, tokenizer, batch_size: int = 3) -> tuple[dict, dict]:
     return stock, ours
 
 
-def _head_rows(model) -> list[int]:
-    """Records how many positions each call of the model's LM head computes."""
-    rows: list[int] = []
-    head = model.get_output_embeddings()
-    head.register_forward_hook(lambda _module, args, _out: rows.append(args[0].shape[:-1].numel()))
-    return rows
+def _positions(module: torch.nn.Module) -> dict[bool, list[int]]:
+    """Records how many positions each call of `module` computes, apart for lm-eval's own scoring (False) and
+    ours (True)."""
+    calls: dict[bool, list[int]] = {False: [], True: []}
+
+    def record(_module, args, _out) -> None:
+        calls[ContinuationHFLM.score_continuations_only].append(args[0].shape[:2].numel())
+
+    module.register_forward_hook(record)
+    return calls
 
 
 @pytest.mark.parametrize("family", TINY_FAMILIES)
@@ -394,16 +398,47 @@ def test_scoring_only_continuations_equals_lm_evals_scoring_on_every_family(eval
     if family == "gemma3_text":
         model.config.final_logit_softcapping = 0.05  # small enough to change every log-likelihood
     assert split_head(model) is not None
-    rows = _head_rows(model)
+    head = _positions(model.get_output_embeddings())
     stock, ours = _both_scorings(model, tokenizer)
     _samples_agree(stock, ours, 1e-5)
-    stock_rows, our_rows = rows[: len(rows) // 2], rows[len(rows) // 2 :]
-    assert len(our_rows) == len(stock_rows) and sum(our_rows) * 10 < sum(stock_rows)  # a small part of the positions
+    assert sum(head[True]) * 5 < sum(head[False])  # a small part of the positions
     if family == "gemma3_text":  # the cap was applied: without it the log-likelihoods differ
         model.config.final_logit_softcapping = None
         _, uncapped = _both_scorings(model, tokenizer)
         first, second = (run["samples"]["lp_arc_easy"][0]["filtered_resps"][0][0] for run in (ours, uncapped))
         assert abs(first - second) > 1e-2
+
+
+@pytest.mark.parametrize("family", TINY_FAMILIES)
+def test_each_context_is_computed_once_for_all_its_continuations_on_every_family(eval_cache, tokenizer, family):
+    model = tiny_model(family, num_layers=2)
+    if getattr(model.config, "sliding_window", None) is not None:
+        model.config.sliding_window = 512  # the tiny models' window of 16 would keep every ARC prompt unpacked
+    decoder = _positions(model.get_input_embeddings())
+    configs = {"arc_easy": task_configs("arc_easy", limit=5)}
+    with stock_scoring():
+        stock, _ = evaluation.lm_eval_results(model, tokenizer, configs, 0, 3, False)
+    ours, _ = evaluation.lm_eval_results(model, tokenizer, configs, 0, 3, False)
+    _samples_agree(stock, ours, 1e-5)
+    assert len(decoder[True]) == 2  # 5 questions, one packed row each, 3 rows a pass
+    assert sum(decoder[True]) * 2 < sum(decoder[False])  # each question's context once, not once per choice
+
+
+def test_a_packed_row_attends_to_its_context_and_its_own_branch():
+    # one row: a context of 2 tokens, a branch of 2, a branch of 1, one padding position
+    mask = _branch_mask(torch.tensor([[0, 0, 1, 1, 2, -1]]))
+    expected = torch.tensor(
+        [
+            [1, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0],
+            [1, 1, 1, 1, 0, 0],
+            [1, 1, 0, 0, 1, 0],
+            [0, 0, 0, 0, 0, 1],
+        ],
+        dtype=torch.bool,
+    )
+    assert mask.shape == (1, 1, 6, 6) and torch.equal(mask[0, 0], expected)
 
 
 def test_scoring_only_continuations_on_peft_and_4bit_models(eval_cache, tokenizer):

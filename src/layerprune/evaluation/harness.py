@@ -5,9 +5,9 @@ with the task configurations of `layerprune.evaluation.tasks`. Results, with eac
 per task (`layerprune.cache`, kind "evaluation"), keyed by the model's identity (weights, config and prune/heal
 history), the task configuration and the data's content (never where the data or the cache lies), shot count,
 limit and seed; a cache hit does not run the model. The model is scored by `scoring.ContinuationHFLM`: lm-eval's
-HFLM with the LM head applied only where a continuation token is scored (the same scores). lm-eval's log
-messages are hidden unless the ``lm_eval`` logger has been given a level
-(``logging.getLogger("lm_eval").setLevel("INFO")``) or ``LMEVAL_LOG_LEVEL`` is set.
+HFLM with each context computed once for all its continuations and the LM head applied only where a continuation
+token is scored (the same scores, up to float rounding). lm-eval's log messages are hidden unless the ``lm_eval``
+logger has been given a level (``logging.getLogger("lm_eval").setLevel("INFO")``) or ``LMEVAL_LOG_LEVEL`` is set.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ from .scoring import ContinuationHFLM
 from .tasks import TASKS, Limit, config_key, resolve_limits, resolve_tasks, task_configs, write_configs
 
 # 2: per-question scores stored beside the rows; 3: keyed by the data's content instead of its absolute folder,
-# with each question's probability of the right answer stored too; 4: questions named by their row in the split
-FORMAT_VERSION = 4
+# with each question's probability of the right answer stored too; 4: questions named by their row in the split;
+# 5: the choices of a question scored in one packed pass (`scoring`: the same scores up to float rounding)
+FORMAT_VERSION = 5
 COLUMNS = ("task", "metric", "value", "stderr", "n", "shots", "chance", "headline")
 
 
@@ -256,8 +257,8 @@ def lm_eval_results(
 
 
 class _ProgressHFLM(ContinuationHFLM):
-    """`ContinuationHFLM` (lm-eval's HFLM scoring only continuation positions) whose request progress bars can be
-    switched off."""
+    """`ContinuationHFLM` (lm-eval's HFLM, each context once, the head only at continuation positions) whose request
+    progress bars can be switched off."""
 
     show_progress = True
 
