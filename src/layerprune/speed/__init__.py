@@ -47,6 +47,7 @@ _NAMES = {
     "healing_speed": "throughput",
     "evaluation_speed": "throughput",
     "scoring_speed": "throughput",
+    "float32_reference": "throughput",
     "speedup_figure": "figures",
     "STEPS": "memory",
     "PEAK_GOAL": "memory",

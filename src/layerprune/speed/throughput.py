@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from ..adapters import model_device, unwrap
+from ..machine import release_memory
 from .measure import (
     PeakMemory,
     current_mib,
@@ -27,6 +28,9 @@ from .profiling import (
     corpus_tokens,
 )
 from .report import Check, Report
+
+if TYPE_CHECKING:
+    from ..evaluation.harness import EvalResults
 
 
 def healing_run(
@@ -185,6 +189,7 @@ def scoring_speed(
     batch_size: int = 8,
     repeats: int = 1,
     progress: bool = True,
+    reference: EvalResults | None = None,
 ) -> Report:
     """One lm-eval pass (`evaluate`, cache off) scored as lm-eval's HFLM does (the LM head and log-softmax at every
     position, a pass per context and continuation) against `evaluate`'s own scoring (each context once for all its
@@ -195,7 +200,9 @@ def scoring_speed(
     pass per question in both) the two differ only in the float rounding of the head's matrix product; on tasks
     whose answers have several tokens (ARC-Easy) packed rows change the batches, and in bfloat16 their rounding
     moves a few close questions either way, as any change of batch does. The speedup is reported, with no goal (it
-    grows with the vocabulary, the prompt length and the number of choices)."""
+    grows with the vocabulary, the prompt length and the number of choices). `reference` (the same questions scored
+    by the model in float32, `float32_reference`) adds, for each scoring, how far it lies from float32: the
+    questions scored differently and the mean and largest |difference| in p(right answer)."""
     from ..evaluation.harness import evaluate
     from ..evaluation.scoring import stock_scoring
 
@@ -229,6 +236,7 @@ def scoring_speed(
             "seconds (best)": min(values),
             "stock time / time (median)": paired_ratio(times["stock"], values),
             "headline": outcomes[name].headline()[task],
+            **(_distance(outcomes[name], reference, task) if reference is not None else {}),
         }
         for name, values in times.items()
     ]
@@ -238,3 +246,28 @@ def scoring_speed(
     ]
     title = f"scoring: {task}, {limit} questions, batch {batch_size}, {repeats} round(s)"
     return Report(title, rows, checks)
+
+
+def float32_reference(model_name: str, task: str, limit: int, batch_size: int) -> EvalResults:
+    """`task`'s first `limit` questions scored (cache off) by the model `model_name` loaded in float32, which is
+    freed before returning: the reference `scoring_speed` measures each scoring against."""
+    from ..evaluation.harness import evaluate
+    from ..models import load_model
+
+    model, tokenizer = load_model(model_name, dtype="float32")
+    try:
+        return evaluate(model, tokenizer, [task], limit=limit, batch_size=batch_size, cache=False, progress=False)
+    finally:
+        del model
+        release_memory()
+
+
+def _distance(scored: EvalResults, reference: EvalResults, task: str) -> dict[str, float]:
+    """How far `scored` lies from `reference` on `task`: questions scored differently, mean and largest
+    |difference| in p(right answer)."""
+    gaps = [abs(p - reference.probabilities[task][key]) for key, p in scored.probabilities[task].items()]
+    return {
+        "differ from float32": sum(reference.questions[task][key] != v for key, v in scored.questions[task].items()),
+        "mean |dp| to float32": sum(gaps) / len(gaps),
+        "max |dp| to float32": max(gaps),
+    }
