@@ -181,6 +181,23 @@ def test_scoring_speed_compares_both_scorings_on_the_same_questions(tokenizer):
     assert all(check.met for check in report.checks)
 
 
+def test_scoring_speed_measures_each_scoring_against_the_float32_reference():
+    reference = speed.float32_reference("tiny-llama", "mmlu", 4, 4)
+    model, tokenizer = lp.load_model("tiny-llama", dtype="float32")
+    report = speed.scoring_speed(
+        model, tokenizer, task="mmlu", limit=4, batch_size=4, repeats=1, progress=False, reference=reference
+    )
+    table = report.table()
+    assert list(table["differ from float32"]) == [0, 0]  # the same model in float32: no question moves
+    assert (table["max |dp| to float32"] < 1e-4).all() and (table["mean |dp| to float32"] >= 0).all()
+    with torch.no_grad():
+        lp.get_adapter(model).norm(model).weight.mul_(100.0)  # sharper answers: another model than the reference's
+    moved = speed.scoring_speed(
+        model, tokenizer, task="mmlu", limit=4, batch_size=4, repeats=1, progress=False, reference=reference
+    ).table()
+    assert (moved["mean |dp| to float32"] > 1e-3).all()
+
+
 def _bench_script(name: str, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
