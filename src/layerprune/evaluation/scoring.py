@@ -85,8 +85,9 @@ class ContinuationHFLM(HFLM):
         answers: list[tuple[float, bool] | None] = [None] * len(requests)
         bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank != 0, desc="Running loglikelihood requests")
         limit = _packing_limit(head, self.max_length)
-        alone = [i for i, (_, context, cont) in enumerate(requests) if not _packable(context, cont, limit)]
-        packed = _packed_rows(requests, sorted(set(range(len(requests))) - set(alone)))
+        packable = [_packable(context, continuation, limit) for _, context, continuation in requests]
+        alone = [index for index, fits in enumerate(packable) if not fits]
+        packed = _packed_rows(requests, [index for index, fits in enumerate(packable) if fits])
         for start in range(0, len(packed), self.batch_size):
             rows = packed[start : start + self.batch_size]
             scored = self._packed_logprobs(head, rows)

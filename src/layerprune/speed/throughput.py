@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
@@ -220,12 +220,7 @@ def scoring_speed(
         repeats,
         progress=progress,
     )
-    stock, ours = outcomes["stock"], outcomes["continuations"]
-    differing = sum(stock.questions[task][key] != score for key, score in ours.questions[task].items())
-    gap = max(
-        (abs(stock.probabilities[task][key] - ours.probabilities[task][key]) for key in stock.probabilities[task]),
-        default=0.0,
-    )
+    between = _distance(outcomes["continuations"], outcomes["stock"], task)
     labels = {
         "stock": "lm-eval HFLM: head + log-softmax at every position",
         "continuations": "evaluate: each context once, head + log-softmax at continuation positions only",
@@ -236,13 +231,13 @@ def scoring_speed(
             "seconds (best)": min(values),
             "stock time / time (median)": paired_ratio(times["stock"], values),
             "headline": outcomes[name].headline()[task],
-            **(_distance(outcomes[name], reference, task) if reference is not None else {}),
+            **(_distance(outcomes[name], reference, task).columns("float32") if reference is not None else {}),
         }
         for name, values in times.items()
     ]
     checks = [
-        Check("questions scored differently", float(differing), 0.0, False),
-        Check("largest |difference| in p(right answer)", gap, 1e-3, False),
+        Check("questions scored differently", float(between.differing), 0.0, False),
+        Check("largest |difference| in p(right answer)", between.largest, 1e-3, False),
     ]
     title = f"scoring: {task}, {limit} questions, batch {batch_size}, {repeats} round(s)"
     return Report(title, rows, checks)
@@ -262,12 +257,23 @@ def float32_reference(model_name: str, task: str, limit: int, batch_size: int) -
         release_memory()
 
 
-def _distance(scored: EvalResults, reference: EvalResults, task: str) -> dict[str, float]:
-    """How far `scored` lies from `reference` on `task`: questions scored differently, mean and largest
-    |difference| in p(right answer)."""
+class _Distance(NamedTuple):
+    """How far one evaluation's scores lie from another's on the same questions."""
+
+    differing: int  # questions scored differently
+    mean: float  # mean |difference| in p(right answer)
+    largest: float  # largest |difference| in p(right answer)
+
+    def columns(self, other: str) -> dict[str, float]:
+        return {
+            f"differ from {other}": self.differing,
+            f"mean |dp| to {other}": self.mean,
+            f"max |dp| to {other}": self.largest,
+        }
+
+
+def _distance(scored: EvalResults, reference: EvalResults, task: str) -> _Distance:
+    """How far `scored` lies from `reference` on `task`'s questions."""
     gaps = [abs(p - reference.probabilities[task][key]) for key, p in scored.probabilities[task].items()]
-    return {
-        "differ from float32": sum(reference.questions[task][key] != v for key, v in scored.questions[task].items()),
-        "mean |dp| to float32": sum(gaps) / len(gaps),
-        "max |dp| to float32": max(gaps),
-    }
+    differing = sum(reference.questions[task][key] != v for key, v in scored.questions[task].items())
+    return _Distance(differing, sum(gaps) / len(gaps) if gaps else 0.0, max(gaps, default=0.0))
