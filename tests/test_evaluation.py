@@ -401,7 +401,7 @@ def test_scoring_only_continuations_equals_lm_evals_scoring_on_every_family(eval
     head = _positions(model.get_output_embeddings())
     stock, ours = _both_scorings(model, tokenizer)
     _samples_agree(stock, ours, 1e-5)
-    assert sum(head[True]) * 5 < sum(head[False])  # a small part of the positions
+    assert sum(head[True]) * 10 < sum(head[False])  # a small part of the positions
     if family == "gemma3_text":  # the cap was applied: without it the log-likelihoods differ
         model.config.final_logit_softcapping = None
         _, uncapped = _both_scorings(model, tokenizer)
