@@ -161,6 +161,37 @@ def test_a_smaller_limit_asks_questions_a_larger_one_asks_too(eval_cache, smalle
         assert mmlu[smaller] < mmlu[larger]
 
 
+@pytest.mark.parametrize("task, smaller, larger", [("arc_easy", 6, 9), ("mmlu", 300, 450), ("mmlu", 20, 60)])
+def test_after_keeps_the_questions_a_larger_limit_adds(eval_cache, task, smaller, larger):
+    parts = [_subset(task_configs(task, limit=smaller)), _subset(task_configs(task, limit=larger, after=smaller))]
+    assert not parts[0] & parts[1] and parts[0] | parts[1] == _subset(task_configs(task, limit=larger))
+
+
+def test_after_refuses_what_cannot_be_scored_in_parts(eval_cache):
+    with pytest.raises(InvalidInputError, match="below the limit"):
+        task_configs("arc_easy", limit=6, after=6)
+    with pytest.raises(InvalidInputError, match="drawn from the evaluated questions"):
+        task_configs("arc_easy", limit=9, after=6, num_fewshot=2)
+    with pytest.raises(InvalidInputError, match="adds no question"):
+        task_configs("arc_easy", limit=None, after=600)
+    assert tasks.questions_independent("mmlu", None) and not tasks.questions_independent("arc_easy", 1)
+
+
+def test_a_subset_scored_in_parts_scores_each_question_as_at_once(eval_cache, tiny, tokenizer):
+    """The questions a larger limit adds, scored on their own (`after`), get the ids and scores they get when the
+    larger subset is scored at once; the MMLU figure of the two parts (mean over subjects) is lm-eval's."""
+    from layerprune.study.sweeps import _subject_average
+
+    whole = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=60, progress=False)
+    first = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=20, progress=False)
+    rest = evaluate(tiny, tokenizer, ["arc_easy", "mmlu"], limit=60, after=20, progress=False)
+    for task in ("arc_easy", "mmlu"):
+        assert first.questions[task] | rest.questions[task] == whole.questions[task]
+        merged = first.probabilities[task] | rest.probabilities[task]
+        assert merged == pytest.approx(whole.probabilities[task], abs=1e-5)
+    assert _subject_average(whole.questions["mmlu"]) == pytest.approx(whole.headline()["mmlu"], abs=1e-12)
+
+
 def test_a_question_keeps_its_id_and_score_in_every_subset(eval_cache, tiny, tokenizer):
     """Ids name a question by its row in the split, not by its position in the subset evaluated: a model scored
     on a subset and on a larger one gives each shared question the same id and the same scores."""

@@ -1,9 +1,12 @@
 """The results grid on a tiny model: stages, per-question scores and paired comparisons."""
 
+import contextlib
+
 import pytest
 import torch
 
 import layerprune as lp
+from layerprune.prefix import PrefixStates
 from layerprune.study import sweeps as grid
 from layerprune.study.steps import cached_profile
 
@@ -64,6 +67,31 @@ def test_first_points_ask_more_questions_and_comparisons_pair_the_shared_ones(sw
     paired = {(r["fraction"], r["strategy"], r["versus"]): r["questions"] for r in rows}
     assert paired[(0.25, "similarity", "unpruned")] == 9 and paired[(0.5, "similarity", "unpruned")] == 6
     assert paired[(0.5, "last", "similarity")] == 6
+
+
+def test_first_points_score_the_shared_questions_in_the_batches_of_the_others(tmp_path, monkeypatch):
+    """The questions the first points add are scored as an evaluation of their own, so the shared ones run in the
+    batches every point runs them in: the points after the first skip as many layers (starting from the unpruned
+    model's stored states) as in a sweep without the extra questions."""
+    skipped: list[int] = []
+
+    class Recorded(PrefixStates):
+        @contextlib.contextmanager
+        def sharing(self, *args, **kwargs):
+            before = self.layers_skipped
+            with super().sharing(*args, **kwargs) as model:
+                yield model
+            skipped.append(self.layers_skipped - before)
+
+    monkeypatch.setattr(grid, "PrefixStates", Recorded)
+    later = {}
+    for first in (None, {"arc_easy": 9}):
+        monkeypatch.setenv("LAYERPRUNE_CACHE", str(tmp_path / str(first is None)))  # nothing cached
+        skipped.clear()
+        result = _tiny_sweep(first_limits=first)
+        points = [(row["fraction"], row["strategy"]) for row in result.rows]
+        later[first is None] = [count for point, count in zip(points, skipped, strict=True) if point[0] == 0.5]
+    assert later[False] == later[True] and sum(later[True]) > 0
 
 
 def test_comparisons_pair_each_row_with_its_references(swept):

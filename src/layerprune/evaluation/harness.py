@@ -111,6 +111,7 @@ def evaluate(
     cache: bool = True,
     progress: bool = True,
     identity: str | None = None,
+    after: Limit = None,
 ) -> EvalResults:
     """Accuracy of `model` on `tasks` (names in `layerprune.evaluation.tasks.TASK_NAMES`, or a comma-separated string).
 
@@ -119,10 +120,17 @@ def evaluate(
     subset is seeded by `seed` and, for MMLU, spread evenly over the 57 subjects (see `layerprune.evaluation.tasks`).
     `batch_size` does not enter the cache key: it changes speed, not (beyond float rounding) the results.
     `identity`: the model's `model_identity` when the caller already has it (hashing the weights is skipped).
+    `after`: a smaller limit (one int or a dict per task, like `limit`): only the questions `limit` adds to it are
+    scored, so that a subset can be scored in two parts, each in the batches it would have alone; for tasks whose
+    prompts do not depend on the subset (`tasks.questions_independent`).
     """
     names, limits = check_arguments(tasks, limit, num_fewshot, seed, batch_size)
+    afters = dict.fromkeys(names) if after is None else resolve_limits(after, names)
     _check_model(model, tokenizer)
-    configs = {name: task_configs(name, limit=limits[name], seed=seed, num_fewshot=num_fewshot) for name in names}
+    configs = {
+        name: task_configs(name, limit=limits[name], seed=seed, num_fewshot=num_fewshot, after=afters[name])
+        for name in names
+    }
 
     def run(missing: list[str]) -> dict[str, dict[str, Any]]:
         return _run(model, tokenizer, {name: configs[name] for name in missing}, seed, batch_size, progress)
@@ -130,7 +138,11 @@ def evaluate(
     if cache:
         identity = identity or model_identity(model)
         shots = {name: _shots(name, num_fewshot) for name in names}
-        keys = {name: _cache_key(identity, name, configs[name], shots[name], limits[name], seed) for name in names}
+        keys = {
+            name: _cache_key(identity, name, configs[name], shots[name], limits[name], seed)
+            | ({"after": afters[name]} if afters[name] is not None else {})
+            for name in names
+        }
         scored = cached_batch("evaluation", keys, run, encode=lambda value: value, decode=_checked)
     else:
         scored = run(names)

@@ -19,7 +19,9 @@ among a larger one's (a model scored on more questions can be compared with one 
 both answered; a question's id is its row in the split, the same in every subset). For MMLU the limit is spread
 evenly over the 57 subjects (114 -> 2 per subject); the remainder goes to seeded randomly chosen subjects, and a
 limit below 57 evaluates that many randomly chosen subjects with one question each. The MMLU score is the unweighted
-average over the evaluated subjects, as in the paper.
+average over the evaluated subjects, as in the paper. `after` keeps only the questions a larger limit adds to a
+smaller one, so that a subset can be scored in two parts: the smaller limit's questions (in the very batches every
+other model scored on them) and the rest.
 """
 
 from __future__ import annotations
@@ -286,11 +288,37 @@ def _num_rows(folder: Path) -> int:
     return load_from_disk(str(folder)).num_rows
 
 
-def _task_config(
-    spec: TaskSpec, name: str, data_dir: Path, limit: int | None, key: str, seed: int, shots: int, description: str = ""
-) -> dict[str, Any]:
-    size = _num_rows(data_dir / spec.eval_split)
+def questions_independent(name: str, num_fewshot: int | None) -> bool:
+    """Whether a question's prompt is the same whichever other questions are evaluated (zero-shot, or few-shot
+    examples from a split of their own, as MMLU's): only then can a subset be scored in parts (`after`)."""
+    spec = TASKS[name]
+    shots = spec.default_shots if num_fewshot is None else num_fewshot
+    return shots == 0 or "fewshot_split" in spec.prompt
+
+
+def _rows_between(size: int, limit: int | None, after: int | None, key: str, seed: int) -> list[int] | None:
+    """The rows of `limit`'s seeded subset (None: all of them), less those of `after`'s when given."""
     indices = sample_indices(size, limit, key, seed)
+    if after is None:
+        return indices
+    earlier = sample_indices(size, after, key, seed) if after else []
+    left_out = set(range(size) if earlier is None else earlier)
+    return [row for row in (range(size) if indices is None else indices) if row not in left_out]
+
+
+def _task_config(
+    spec: TaskSpec,
+    name: str,
+    data_dir: Path,
+    limits: tuple[int | None, int | None],
+    key: str,
+    seed: int,
+    shots: int,
+    description: str = "",
+) -> dict[str, Any]:
+    """One lm-eval configuration: the questions of `limits` = (limit, after) (`_rows_between`)."""
+    size = _num_rows(data_dir / spec.eval_split)
+    indices = _rows_between(size, *limits, key, seed)
     evaluated = size if indices is None else len(indices)
     if shots and "fewshot_split" not in spec.prompt and evaluated <= shots:
         raise InvalidInputError(
@@ -316,21 +344,34 @@ def _task_config(
     return config
 
 
-def task_configs(name: str, *, limit: int | None = None, seed: int = 0, num_fewshot: int | None = None) -> dict:
-    """The lm-eval configurations of one task, by YAML file name (MMLU: its subjects and their group)."""
+def task_configs(
+    name: str, *, limit: int | None = None, seed: int = 0, num_fewshot: int | None = None, after: int | None = None
+) -> dict:
+    """The lm-eval configurations of one task, by YAML file name (MMLU: its subjects and their group). With
+    `after`, only the questions `limit`'s subset adds to `after`'s (with those, exactly `limit`'s questions)."""
     spec = TASKS[name]
     shots = spec.default_shots if num_fewshot is None else num_fewshot
     if name == "mmlu" and shots > MMLU_SHOTS:
         raise InvalidInputError(f"mmlu takes at most {MMLU_SHOTS} few-shot examples (its dev split), got {shots}")
+    _check_after(name, limit, after, num_fewshot)
     root = benchmark_dir(spec.benchmark)
     if name != "mmlu":
-        return {f"{spec.lm_eval_name}.yaml": _task_config(spec, spec.lm_eval_name, root, limit, name, seed, shots)}
+        config = _task_config(spec, spec.lm_eval_name, root, (limit, after), name, seed, shots)
+        if config["dataset_kwargs"].get("indices") == []:
+            raise InvalidInputError(f"{name}: a limit of {limit} adds no question to a limit of {after}")
+        return {f"{spec.lm_eval_name}.yaml": config}
     subjects = sorted(d.name for d in root.iterdir() if d.is_dir())
+    earlier = subject_limits(subjects, after, seed) if after is not None else {}
     configs: dict[str, dict] = {}
     for subject, count in subject_limits(subjects, limit, seed).items():
         task = f"{spec.lm_eval_name}_{subject}"
         about = f"The following are multiple choice questions (with answers) about {subject.replace('_', ' ')}.\n\n"
-        configs[f"{task}.yaml"] = _task_config(spec, task, root / subject, count, f"mmlu/{subject}", seed, shots, about)
+        limits = (count, None if after is None else earlier.get(subject, 0))
+        config = _task_config(spec, task, root / subject, limits, f"mmlu/{subject}", seed, shots, about)
+        if config["dataset_kwargs"].get("indices") != []:  # a subject after's subset already covers is left out
+            configs[f"{task}.yaml"] = config
+    if not configs:
+        raise InvalidInputError(f"mmlu: a limit of {limit} adds no question to a limit of {after}")
     configs[f"{spec.lm_eval_name}.yaml"] = {
         "group": spec.lm_eval_name,
         "task": [config["task"] for config in configs.values()],
@@ -338,6 +379,20 @@ def task_configs(name: str, *, limit: int | None = None, seed: int = 0, num_fews
         "metadata": {"version": CONFIG_VERSION},
     }
     return configs
+
+
+def _check_after(name: str, limit: int | None, after: int | None, num_fewshot: int | None) -> None:
+    """`after` must be a smaller limit than `limit`, on a task whose prompts do not depend on the subset."""
+    if after is None:
+        return
+    check_int("after", after, 1)
+    if limit is not None and after >= limit:
+        raise InvalidInputError(f"after ({after}) must be below the limit ({limit}): it names the questions left out")
+    if not questions_independent(name, num_fewshot):
+        raise InvalidInputError(
+            f"{name}: its few-shot examples are drawn from the evaluated questions, so its questions cannot be scored "
+            "in parts (after); evaluate the larger limit at once"
+        )
 
 
 def config_key(name: str, configs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -90,8 +90,9 @@ def sweep(
     model's states where its removed block starts (`PrefixStates`: the same numbers, the layers before the block
     computed once in all); without, every model runs every layer. `first_limits` (per task, over `limits`) scores
     the unpruned model and each strategy's smallest fraction on more questions: the first comparison, on which
-    whether the accuracy holds at all hinges. Subsets are nested, so every comparison pairs the questions both
-    rows answered."""
+    whether the accuracy holds at all hinges; the questions they add are scored as an evaluation of their own, so
+    the shared ones run in the batches of every other point and their prefix states serve them all. Subsets are
+    nested, so every comparison pairs the questions both rows answered."""
     evaluation = {"num_fewshot": num_fewshot, "seed": seed, "batch_size": batch_size}
     settings = dict(heal_settings or {})
     base_identity = model_identity(model)
@@ -106,8 +107,8 @@ def sweep(
         later = set(starts[index + 1 :]) - {0, profile.num_layers}  # where the models still to come start
         pruned = prune_fraction(model, profile, fraction, "last" if strategy == "none" else strategy, seed=seed)
         shared = min(pruned.layers, default=profile.num_layers)
-        asked = {**(limits or {}), **((first_limits or {}) if (fraction, strategy) in first else {})}
-        scoring = {**evaluation, "limit": asked}  # every stage of a point answers the same questions
+        asked, rest = _questions_asked(limits, first_limits if (fraction, strategy) in first else None, num_fewshot)
+        scoring = {**evaluation, "limit": asked, "rest": rest}  # every stage of a point answers the same questions
         prefixes.retain(later | {shared})
         variants = [("pruned", pruned.model, pruned_identity(base_identity, pruned.layers))]
         if pruned.n and fraction in heal_fractions:
@@ -144,6 +145,26 @@ def sweep(
     return result
 
 
+def _questions_asked(
+    limits: Mapping[str, int | None] | None, larger: Mapping[str, int | None] | None, num_fewshot: int | None
+) -> tuple[dict[str, int | None], dict[str, int | None]]:
+    """The limits a point is scored at and, where `larger` (a first point's limits) asks more, the larger limits
+    whose added questions are scored as an evaluation of their own: the shared questions then run in the batches
+    every other point runs them in, so their prefix states are reused. A task whose prompts depend on the subset
+    (`tasks.questions_independent`) is scored at the larger limit at once."""
+    from ..evaluation.tasks import questions_independent
+
+    asked, rest = dict(limits or {}), {}
+    for task, limit in (larger or {}).items():
+        if asked.get(task, 0) is None or (limit is not None and limit <= asked.get(task, 0)):
+            continue
+        if task in asked and questions_independent(task, num_fewshot):
+            rest[task] = limit
+        else:
+            asked[task] = limit
+    return asked, rest
+
+
 def _block_start(profile: DistanceProfile, fraction: float, strategy: str, seed: int) -> int:
     """The first layer a strategy removes at a fraction: the layers before it are the unpruned model's."""
     selection = block_for_fraction(profile, fraction, strategy, seed=seed)
@@ -177,20 +198,39 @@ def _scores(
         return {}, {}, {}
     from ..evaluation.harness import evaluate  # lm-eval loads only when a chapter evaluates
 
+    settings = dict(settings)
+    rest = {task: limit for task, limit in (settings.pop("rest", None) or {}).items() if task in tasks}
     results = evaluate(model, tokenizer, list(tasks), identity=identity, progress=False, **settings)
+    questions = {task: dict(values) for task, values in results.questions.items()}
+    graded = {task: dict(values) for task, values in results.probabilities.items()}
+    if rest:
+        parts = {"limit": rest, "after": {task: settings["limit"][task] for task in rest}}
+        more = evaluate(model, tokenizer, list(rest), identity=identity, progress=False, **settings | parts)
+        for task in rest:
+            questions[task] |= more.questions[task]
+            graded[task] |= more.probabilities[task]
     flat: dict[str, Any] = {}
     for row in results.rows:
         if row["headline"]:
-            scores = results.questions.get(row["task"], {})
+            scores = questions.get(row["task"], {})
             count = len(scores) or int(row["n"])
             accuracy = sum(scores.values()) / count if scores else row["value"]
+            lm_eval_value = _subject_average(scores) if row["task"] in rest else row["value"]
             flat[row["task"]] = accuracy
             flat[f"{row['task']} n"] = count
             flat[f"{row['task']} chance"] = row["chance"]
-            if abs(accuracy - row["value"]) > 1e-9:
-                flat[f"{row['task']} (lm-eval)"] = row["value"]
-    graded = {task: dict(values) for task, values in results.probabilities.items()}
-    return flat, results.questions, graded
+            if abs(accuracy - lm_eval_value) > 1e-9:
+                flat[f"{row['task']} (lm-eval)"] = lm_eval_value
+    return flat, questions, graded
+
+
+def _subject_average(scores: Mapping[str, float]) -> float:
+    """lm-eval's figure for questions scored in parts: the mean over its tasks (MMLU's subjects, named before the
+    ":" of each question id) of each one's mean score; for a task of one part, the mean score."""
+    by_task: dict[str, list[float]] = {}
+    for question, score in scores.items():
+        by_task.setdefault(question.rsplit(":", 1)[0], []).append(score)
+    return sum(sum(values) / len(values) for values in by_task.values()) / len(by_task)
 
 
 FAMILIES = ("model", "task", "versus")
