@@ -108,7 +108,7 @@ def sweep(
         pruned = prune_fraction(model, profile, fraction, "last" if strategy == "none" else strategy, seed=seed)
         shared = min(pruned.layers, default=profile.num_layers)
         asked, rest = _questions_asked(limits, first_limits if (fraction, strategy) in first else None, num_fewshot)
-        scoring = {**evaluation, "limit": asked, "rest": rest}  # every stage of a point answers the same questions
+        scoring = {**evaluation, "limit": asked}  # every stage of a point answers the same questions
         prefixes.retain(later | {shared})
         variants = [("pruned", pruned.model, pruned_identity(base_identity, pruned.layers))]
         if pruned.n and fraction in heal_fractions:
@@ -120,7 +120,7 @@ def sweep(
                 loss = cached_heldout_loss(
                     candidate, blocks["heldout"], batch_size=batch_size, progress=False, identity=identity
                 )
-                scores, questions, graded = _scores(candidate, tokenizer, tasks, scoring, identity)
+                scores, questions, graded = _scores(candidate, tokenizer, tasks, scoring, identity, rest)
             result.rows.append(
                 {
                     "model": name,
@@ -156,8 +156,9 @@ def _questions_asked(
 
     asked, rest = dict(limits or {}), {}
     for task, limit in (larger or {}).items():
-        if asked.get(task, 0) is None or (limit is not None and limit <= asked.get(task, 0)):
-            continue
+        smaller = asked.get(task, 0)
+        if smaller is None or (limit is not None and limit <= smaller):
+            continue  # the point asks every question already, or no more than the others
         if task in asked and questions_independent(task, num_fewshot):
             rest[task] = limit
         else:
@@ -188,18 +189,23 @@ def _healing_variants(
 
 
 def _scores(
-    model: nn.Module, tokenizer, tasks: Sequence[str], settings: Mapping[str, Any], identity: str
+    model: nn.Module,
+    tokenizer,
+    tasks: Sequence[str],
+    settings: Mapping[str, Any],
+    identity: str,
+    rest: Mapping[str, int | None] | None = None,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
     """Each task's accuracy as flat columns, each task's per-question scores, and its graded per-question scores
-    where the evaluation gives them. The accuracy is the mean over the questions scored (right / n), the number
-    the paired tests and the Wilson intervals use (for MMLU, lm-eval's own figure is the mean over subjects, kept
-    as "`task` (lm-eval)" where it differs)."""
+    where the evaluation gives them; `rest` (per task, a larger limit than `settings`'): the questions it adds,
+    scored as an evaluation of their own and counted in. The accuracy is the mean over the questions scored
+    (right / n), the number the paired tests and the Wilson intervals use (for MMLU, lm-eval's own figure is the
+    mean over subjects, kept as "`task` (lm-eval)" where it differs)."""
     if not tasks:
         return {}, {}, {}
     from ..evaluation.harness import evaluate  # lm-eval loads only when a chapter evaluates
 
-    settings = dict(settings)
-    rest = {task: limit for task, limit in (settings.pop("rest", None) or {}).items() if task in tasks}
+    rest = {task: limit for task, limit in (rest or {}).items() if task in tasks}
     results = evaluate(model, tokenizer, list(tasks), identity=identity, progress=False, **settings)
     questions = {task: dict(values) for task, values in results.questions.items()}
     graded = {task: dict(values) for task, values in results.probabilities.items()}
