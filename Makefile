@@ -57,6 +57,7 @@ bench: setup
 	$(BIN)/python bench/profiling.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/inference.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/healing.py $(BENCH_MODEL) $(BENCH_ARGS)
+	$(BIN)/python bench/healing_profile.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/evaluation.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/sweep.py $(BENCH_MODEL) $(BENCH_ARGS)
 	$(BIN)/python bench/precision.py $(BENCH_MODEL) $(BENCH_ARGS)
