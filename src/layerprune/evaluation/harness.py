@@ -40,7 +40,7 @@ from ..cache import atomic_file, cached_batch, model_identity
 from ..errors import InvalidInputError
 from ..validation import check_int
 from .scoring import ContinuationHFLM
-from .tasks import TASKS, Limit, config_key, resolve_limits, resolve_tasks, task_configs, write_configs
+from .tasks import TASKS, Limit, config_key, resolve_limits, resolve_tasks, shots_of, task_configs, write_configs
 
 # 2: per-question scores stored beside the rows; 3: keyed by the data's content instead of its absolute folder,
 # with each question's probability of the right answer stored too; 4: questions named by their row in the split;
@@ -137,10 +137,10 @@ def evaluate(
 
     if cache:
         identity = identity or model_identity(model)
-        shots = {name: _shots(name, num_fewshot) for name in names}
         keys = {
-            name: _cache_key(identity, name, configs[name], shots[name], limits[name], seed)
-            | ({"after": afters[name]} if afters[name] is not None else {})
+            name: _cache_key(
+                identity, name, configs[name], shots_of(name, num_fewshot), (limits[name], afters[name]), seed
+            )
             for name in names
         }
         scored = cached_batch("evaluation", keys, run, encode=lambda value: value, decode=_checked)
@@ -172,13 +172,13 @@ def _check_model(model: object, tokenizer: object) -> None:
         raise InvalidInputError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
 
 
-def _shots(name: str, num_fewshot: int | None) -> int:
-    return TASKS[name].default_shots if num_fewshot is None else num_fewshot
-
-
-def _cache_key(identity: str, name: str, configs: dict, shots: int, limit: int | None, seed: int) -> dict[str, Any]:
+def _cache_key(
+    identity: str, name: str, configs: dict, shots: int, limits: tuple[int | None, int | None], seed: int
+) -> dict[str, Any]:
     """An evaluation's key, by content only: the model's identity, the task's configurations and data
-    (`tasks.config_key`: no folder of this machine), shots, limit, seed, lm-eval's version and this format."""
+    (`tasks.config_key`: no folder of this machine), shots, `limits` = (limit, after; after only where given), seed,
+    lm-eval's version and this format."""
+    limit, after = limits
     return {
         "format": FORMAT_VERSION,
         "lm_eval": lm_eval.__version__,
@@ -187,6 +187,7 @@ def _cache_key(identity: str, name: str, configs: dict, shots: int, limit: int |
         **config_key(name, configs),
         "shots": shots,
         "limit": limit,
+        **({"after": after} if after is not None else {}),
         "seed": seed,
     }
 

@@ -288,12 +288,15 @@ def _num_rows(folder: Path) -> int:
     return load_from_disk(str(folder)).num_rows
 
 
+def shots_of(name: str, num_fewshot: int | None) -> int:
+    """The few-shot examples task `name` is prompted with: `num_fewshot`, or None for the task's default."""
+    return TASKS[name].default_shots if num_fewshot is None else num_fewshot
+
+
 def questions_independent(name: str, num_fewshot: int | None) -> bool:
     """Whether a question's prompt is the same whichever other questions are evaluated (zero-shot, or few-shot
     examples from a split of their own, as MMLU's): only then can a subset be scored in parts (`after`)."""
-    spec = TASKS[name]
-    shots = spec.default_shots if num_fewshot is None else num_fewshot
-    return shots == 0 or "fewshot_split" in spec.prompt
+    return shots_of(name, num_fewshot) == 0 or "fewshot_split" in TASKS[name].prompt
 
 
 def _rows_between(size: int, limit: int | None, after: int | None, key: str, seed: int) -> list[int] | None:
@@ -350,7 +353,7 @@ def task_configs(
     """The lm-eval configurations of one task, by YAML file name (MMLU: its subjects and their group). With
     `after`, only the questions `limit`'s subset adds to `after`'s (with those, exactly `limit`'s questions)."""
     spec = TASKS[name]
-    shots = spec.default_shots if num_fewshot is None else num_fewshot
+    shots = shots_of(name, num_fewshot)
     if name == "mmlu" and shots > MMLU_SHOTS:
         raise InvalidInputError(f"mmlu takes at most {MMLU_SHOTS} few-shot examples (its dev split), got {shots}")
     _check_after(name, limit, after, num_fewshot)
